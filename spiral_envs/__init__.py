@@ -1,0 +1,34 @@
+"""spiral_envs: two-player zero-sum text games as PettingZoo and Gymnasium environments.
+
+Importing this package registers every game under ``spiral/<id>``::
+
+    import pettingzoo, gymnasium, spiral_envs
+    env = pettingzoo.make("aec", "spiral/TicTacToe-v0")
+    env = spiral_envs.env("KuhnPoker-v1", rounds=1)
+    env = gymnasium.make("spiral/TicTacToe-v0", seat="random")
+"""
+
+from spiral_envs.aec import AGENTS, InvalidMovePolicy, SpiralAECEnv
+from spiral_envs.core import Game, GameState, Invalid, MessageLog, Parsed
+from spiral_envs.games.tictactoe import TicTacToe
+from spiral_envs.gym import SingleAgentEnv
+from spiral_envs.registry import GAMES, env, make_game, register_game
+
+for _game in (TicTacToe,):
+    register_game(_game)
+
+__all__ = [
+    "AGENTS",
+    "GAMES",
+    "Game",
+    "GameState",
+    "Invalid",
+    "InvalidMovePolicy",
+    "MessageLog",
+    "Parsed",
+    "SingleAgentEnv",
+    "SpiralAECEnv",
+    "env",
+    "make_game",
+    "register_game",
+]

@@ -1,0 +1,263 @@
+"""The one PettingZoo AEC adapter that serves every game in :mod:`spiral_envs.games`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import AECEnv
+
+from spiral_envs.core import Game, GameState, Invalid, Parsed
+
+AGENTS = ("player_0", "player_1")
+MAX_TEXT_CHARS = 1_000_000
+
+
+@dataclass(frozen=True)
+class InvalidMovePolicy:
+    """What happens when a player submits a move that cannot be played.
+
+    The offender is told the reason and may try again ``retries`` times in a row; the next
+    invalid move ends the game with the given rewards. SPIRAL's training used
+    ``InvalidMovePolicy.spiral_training()`` (no retry, -1.5 / +0.5).
+    """
+
+    retries: int = 0
+    offender_reward: float = -1.0
+    opponent_reward: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"retries must be a non-negative int, got {self.retries!r}")
+
+    @classmethod
+    def spiral_training(cls) -> InvalidMovePolicy:
+        """The SPIRAL trainer's setting: first invalid move ends the game at -1.5 / +0.5."""
+        return cls(retries=0, offender_reward=-1.5, opponent_reward=0.5)
+
+    @classmethod
+    def coerce(cls, value: InvalidMovePolicy | Mapping[str, Any] | None) -> InvalidMovePolicy:
+        """Accept a policy, a mapping of its fields (e.g. from a config file) or ``None``."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            return cls(**value)
+        raise TypeError(f"invalid_move must be an InvalidMovePolicy or a mapping, got {value!r}")
+
+
+class TextSpace(spaces.Text):
+    """A Text space that holds any Python string up to ``max_length`` characters.
+
+    Gymnasium's Text checks each character against a fixed charset; the text shown to a
+    language model (and relayed opponent messages) can hold any Unicode character.
+    """
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, str) and self.min_length <= len(x) <= self.max_length
+
+
+class SpiralAECEnv(AECEnv):
+    """A two-player game as a PettingZoo AEC environment with text and numeric views.
+
+    Observations are dicts: ``"observation"`` (numeric, what the player may know),
+    ``"action_mask"`` (int8, finite-move games only; zeros off-turn) and ``"text"`` (the rules,
+    the history as this player saw it, the state and the legal moves). ``step`` takes an index
+    into ``game.actions`` or the raw text a player wrote.
+    """
+
+    metadata = {"render_modes": ["ansi", "human"], "name": "spiral", "is_parallelizable": False}
+
+    def __init__(
+        self,
+        game: Game,
+        *,
+        render_mode: str | None = None,
+        invalid_move: InvalidMovePolicy | Mapping[str, Any] | None = None,
+        max_turns: int | None = None,
+    ) -> None:
+        super().__init__()
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
+        self.game = game
+        self.metadata = {**self.metadata, "name": game.id}
+        self.render_mode = render_mode
+        self.invalid_move = InvalidMovePolicy.coerce(invalid_move)
+        self.max_turns = game.max_turns if max_turns is None else int(max_turns)
+        if self.max_turns < 1:
+            raise ValueError(f"max_turns must be at least 1, got {max_turns}")
+        self.possible_agents = list(AGENTS)
+        self._num_actions = None if game.actions is None else len(game.actions)
+        self._spaces: tuple[dict[str, spaces.Space], dict[str, spaces.Space]] | None = None
+        self._rng = np.random.default_rng()
+        self.state: GameState | None = None
+
+    # --- spaces (built on first use, then cached: most envs in a large batch never ask) ----
+    def _build_spaces(self) -> tuple[dict[str, spaces.Space], dict[str, spaces.Space]]:
+        if self._spaces is None:
+            game = self.game
+            obs, act = {}, {}
+            for agent in AGENTS:
+                parts: dict[str, spaces.Space] = {
+                    "observation": spaces.Box(
+                        game.observation_low,
+                        game.observation_high,
+                        game.observation_shape,
+                        game.observation_dtype,
+                    )
+                }
+                if self._num_actions is not None:
+                    parts["action_mask"] = spaces.Box(0, 1, (self._num_actions,), np.int8)
+                    act[agent] = spaces.Discrete(self._num_actions)
+                else:
+                    act[agent] = TextSpace(MAX_TEXT_CHARS, min_length=0)
+                parts["text"] = TextSpace(MAX_TEXT_CHARS, min_length=0)
+                obs[agent] = spaces.Dict(parts)
+            self._spaces = (obs, act)
+        return self._spaces
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        return self._build_spaces()[0][agent]
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return self._build_spaces()[1][agent]
+
+    # --- the AEC cycle ------------------------------------------------------------------
+    def reset(self, seed: int | None = None, options: dict | None = None) -> None:
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self.state = self.game.new_state(self._rng)
+        self.agents = list(AGENTS)
+        self.rewards = {"player_0": 0.0, "player_1": 0.0}
+        self._cumulative_rewards = {"player_0": 0.0, "player_1": 0.0}
+        self.terminations = {"player_0": False, "player_1": False}
+        self.truncations = {"player_0": False, "player_1": False}
+        self.infos = {"player_0": {}, "player_1": {}}
+        self.agent_selection = AGENTS[self.state.current_player]
+        self.turns = 0
+        self._invalid_streak = 0
+        if self.render_mode == "human":
+            self.render()
+
+    def observe(self, agent: str) -> dict[str, Any]:
+        state = self.state
+        player = 0 if agent == "player_0" else 1
+        my_turn = not state.terminal and state.current_player == player and agent in self.agents
+        obs: dict[str, Any] = {"observation": state.observation(player)}
+        if self._num_actions is not None:
+            mask = np.zeros(self._num_actions, dtype=np.int8)
+            if my_turn and not self.truncations[agent]:
+                mask[state.legal_actions()] = 1
+            obs["action_mask"] = mask
+        obs["text"] = self._text(state, player, my_turn and not self.truncations[agent])
+        return obs
+
+    def _text(self, state: GameState, player: int, my_turn: bool) -> str:
+        history = state.log.view(player) or "(nothing yet)\n"
+        if my_turn:
+            prompt = state.moves_text()
+        elif state.terminal or self.truncations.get(AGENTS[player], True):
+            prompt = "The game is over."
+        else:
+            prompt = f"Waiting for Player {state.current_player} to move."
+        return (
+            f"{self.game.rules(player)}\n\nHistory:\n{history}\n"
+            f"{state.state_text(player)}\n\n{prompt}"
+        )
+
+    def step(self, action: Any) -> None:
+        agent = self.agent_selection
+        if self.terminations[agent] or self.truncations[agent]:
+            self._was_dead_step(action)
+            return
+        state = self.state
+        player = state.current_player
+        parsed = self._parse(state, action)
+        move = parsed.move if not isinstance(parsed, Invalid) else None
+        reason = parsed.reason if isinstance(parsed, Invalid) else state.illegal_reason(move)
+        self.turns += 1
+        self._cumulative_rewards[agent] = 0.0
+        rewards = self.rewards
+        rewards["player_0"] = rewards["player_1"] = 0.0
+
+        if reason is not None:
+            self._invalid_streak += 1
+            self.infos[agent] = {"invalid_move": True, "reason": reason}
+            left = self.invalid_move.retries - self._invalid_streak + 1
+            if left > 0:
+                state.log.game(
+                    f"Your move was invalid: {reason}. Try again ({left} attempt(s) left).",
+                    to=player,
+                )
+            else:
+                policy = self.invalid_move
+                state.log.game(f"Player {player} made an invalid move ({reason}); the game ends.")
+                rewards[agent] = policy.offender_reward
+                rewards[AGENTS[1 - player]] = policy.opponent_reward
+                self._finish(f"invalid move by {agent}: {reason}", truncated=False, player=player)
+        else:
+            self._invalid_streak = 0
+            if parsed.message and self.game.relays_messages:
+                state.log.say(player, parsed.message)
+            state.apply(move)
+            if state.terminal:
+                r0, r1 = state.returns()
+                rewards["player_0"], rewards["player_1"] = r0, r1
+                self._finish("game over", truncated=False)
+            else:
+                self.agent_selection = AGENTS[state.current_player]
+        if self.turns >= self.max_turns and not self.terminations[agent]:
+            state.log.game(f"The turn limit ({self.max_turns}) is reached: a draw.")
+            rewards["player_0"] = rewards["player_1"] = 0.0
+            self._finish("turn limit", truncated=True)
+        self._cumulative_rewards["player_0"] += rewards["player_0"]
+        self._cumulative_rewards["player_1"] += rewards["player_1"]
+        if self.render_mode == "human":
+            self.render()
+
+    def _parse(self, state: GameState, action: Any) -> Parsed | Invalid:
+        if isinstance(action, str):
+            return state.parse(action)
+        n = self._num_actions
+        if isinstance(action, np.ndarray) and action.ndim == 0:
+            action = action.item()
+        if isinstance(action, (int, np.integer)) and not isinstance(action, (bool, np.bool_)):
+            if n is None:
+                raise ValueError(f"{self.game.id} takes text actions, not {action!r}")
+            if not 0 <= action < n:
+                raise ValueError(f"action {action} is outside Discrete({n}) of {self.game.id}")
+            return Parsed(int(action))
+        raise ValueError(
+            f"{self.game.id} takes an action index or the player's text, got {type(action).__name__}"
+        )
+
+    def _finish(self, why: str, *, truncated: bool, player: int | None = None) -> None:
+        state = self.state
+        details = state.details()
+        r = self.rewards
+        for i, agent in enumerate(AGENTS):
+            info = self.infos[agent] if player == i else {}
+            outcome = "win" if r[agent] > r[AGENTS[1 - i]] else "loss" if r[agent] < r[AGENTS[1 - i]] else "draw"
+            info.update(details, outcome=outcome, ended_by=why, turns=self.turns)
+            self.infos[agent] = info
+            if truncated:
+                self.truncations[agent] = True
+            else:
+                self.terminations[agent] = True
+        self.agent_selection = AGENTS[1 - state.current_player]
+
+    def render(self) -> str | None:
+        if self.render_mode is None:
+            return None
+        text = self.state.render() if self.state is not None else "(not reset)"
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
+
+    def close(self) -> None:
+        pass

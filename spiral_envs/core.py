@@ -1,0 +1,223 @@
+"""Framework-free building blocks shared by every game's rules module.
+
+A game is two small classes, in the spirit of OpenSpiel's Python games:
+
+* a :class:`Game` declares its properties (id, discrete action set or free text, numeric
+  observation layout, turn cap) and writes the rules each player is shown;
+* a :class:`GameState` holds one play-through: whose turn it is, the legal moves, how text
+  parses into a move, what a move does, the returns, and what each player may see.
+
+Nothing here imports PettingZoo or Gymnasium: the adapters in :mod:`spiral_envs.aec` and
+:mod:`spiral_envs.gym` serve every game, so adding a game needs no adapter code.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+NUM_PLAYERS = 2
+MAX_MESSAGE_CHARS = 2000
+"""Relayed free text longer than this is cut (and marked as cut)."""
+
+_BRACKETED = re.compile(r"\[([^\[\]]*)\]")
+# Characters that could make relayed text look like something else: C0/C1 controls,
+# bidirectional overrides and zero-width marks. Line breaks are handled by ``str.split``.
+_INVISIBLE = {c: " " for c in (*range(0x00, 0x20), *range(0x7F, 0xA0))}
+_INVISIBLE.update(
+    {c: None for c in (0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x2060, 0xFEFF)}
+)
+_INVISIBLE.update({c: None for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))})
+
+
+def bracketed(text: str) -> Iterator[re.Match[str]]:
+    """Yield every innermost ``[...]`` segment of ``text``, left to right, in linear time."""
+    return _BRACKETED.finditer(text)
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Make untrusted text safe to show on a single attributed line.
+
+    Every kind of line break and whitespace run becomes one space, control and invisible
+    formatting characters are dropped, and text over ``limit`` characters is cut.
+    """
+    cut = len(text) > 4 * limit
+    text = " ".join(text[: 4 * limit].split()).translate(_INVISIBLE)
+    text = " ".join(text.split())
+    if cut or len(text) > limit:
+        text = text[:limit].rstrip() + " [...message cut]"
+    return text
+
+
+class MessageLog:
+    """The public record of a game, with each player's view rendered incrementally.
+
+    An entry is addressed to everyone or to one player. Game announcements start with
+    ``[Game]``; a player's relayed words sit on one line that starts with ``[Player N]``
+    and can hold no line break, so no player can forge a line from the game.
+    """
+
+    __slots__ = ("_views",)
+
+    def __init__(self) -> None:
+        self._views = ["", ""]
+
+    def game(self, text: str, to: int | None = None) -> None:
+        """Record an announcement from the game, to everyone (``to=None``) or one player."""
+        line = "[Game] " + text + "\n"
+        if to is None:
+            self._views[0] += line
+            self._views[1] += line
+        else:
+            self._views[to] += line
+
+    def say(self, player: int, message: str) -> None:
+        """Relay a player's free text to both players, attributed to that player."""
+        message = one_line(message)
+        if message:
+            line = f"[Player {player}] {message}\n"
+            self._views[0] += line
+            self._views[1] += line
+
+    def view(self, player: int) -> str:
+        """Everything ``player`` has been told so far, one entry a line."""
+        return self._views[player]
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A move that cannot be played, with the reason the offender is told."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What a player's text means: a move and the free text around it."""
+
+    move: Any
+    message: str = ""
+
+
+class Game(ABC):
+    """A two-player zero-sum game's rules and declared properties.
+
+    Subclasses set the class attributes and implement :meth:`new_state` and :meth:`rules`.
+    Constructor keyword arguments are the game's variants (e.g. ``rounds=1``).
+    """
+
+    id: ClassVar[str]
+    """Registered id without namespace, e.g. ``"TicTacToe-v0"``."""
+    actions: tuple[str, ...] | None
+    """The discrete action set in protocol syntax (``"[4]"``), or ``None`` for free-text moves."""
+    observation_shape: tuple[int, ...]
+    observation_low: float = 0.0
+    observation_high: float = 1.0
+    observation_dtype: type = np.float32
+    max_turns: int = 50
+    """Moves submitted (invalid ones included) after which the game is truncated."""
+    relays_messages: bool = False
+    """Whether a player's free text around a move is passed on to the opponent."""
+
+    @abstractmethod
+    def new_state(self, rng: np.random.Generator) -> GameState:
+        """Start a game; all chance must come from ``rng``."""
+
+    @abstractmethod
+    def rules(self, player: int) -> str:
+        """The rules and action syntax, addressed to ``player``."""
+
+
+class GameState(ABC):
+    """One play-through of a game.
+
+    Subclasses keep ``current_player`` (0 or 1) and ``terminal`` up to date and write game
+    events to ``log``. Every move a state receives from the adapter has passed
+    :meth:`illegal_reason`.
+    """
+
+    current_player: int
+    terminal: bool
+    log: MessageLog
+
+    def __init__(self, game: Game, rng: np.random.Generator) -> None:
+        self.game = game
+        self.rng = rng
+        self.current_player = 0
+        self.terminal = False
+        self.log = MessageLog()
+
+    # --- moves -------------------------------------------------------------------------
+    def legal_actions(self) -> list[int]:
+        """Indexes into ``game.actions`` the current player may play (finite games)."""
+        raise NotImplementedError(f"{self.game.id} has free-text moves")
+
+    def parse(self, text: str) -> Parsed | Invalid:
+        """Read a move from a player's text; by default the first bracketed action name."""
+        actions = self.game.actions
+        assert actions is not None, "free-text games must override parse()"
+        index = _action_index(actions)
+        for match in bracketed(text):
+            move = index.get("[" + " ".join(match[1].split()).lower() + "]")
+            if move is not None:
+                return Parsed(move)
+        return Invalid(f"no move found; write one of {', '.join(actions)}")
+
+    def illegal_reason(self, move: Any) -> str | None:
+        """Why ``move`` cannot be played now, or ``None`` if it can."""
+        if move in self.legal_actions():
+            return None
+        legal = ", ".join(self.game.actions[a] for a in self.legal_actions())  # type: ignore[index]
+        return f"{self.game.actions[move]} is not a legal move now; legal moves: {legal}"  # type: ignore[index]
+
+    @abstractmethod
+    def apply(self, move: Any) -> None:
+        """Play a legal move for the current player (and any chance that follows)."""
+
+    def random_move(self, rng: np.random.Generator) -> Any:
+        """A uniformly random legal move, as an action index or action text."""
+        legal = self.legal_actions()
+        return legal[int(rng.integers(len(legal)))]
+
+    # --- outcome -----------------------------------------------------------------------
+    @abstractmethod
+    def returns(self) -> tuple[float, float]:
+        """Terminal rewards of players 0 and 1: +1 win, -1 loss, 0 draw."""
+
+    def details(self) -> dict[str, Any]:
+        """Game facts for ``infos`` at the end (scores, chips, why it ended)."""
+        return {}
+
+    # --- what players see ----------------------------------------------------------------
+    @abstractmethod
+    def observation(self, player: int) -> np.ndarray:
+        """Numeric view of exactly what ``player`` may know."""
+
+    @abstractmethod
+    def state_text(self, player: int) -> str:
+        """The current board or state, as ``player`` sees it."""
+
+    def moves_text(self) -> str:
+        """How the current player may move, shown under the state on their turn."""
+        names = self.game.actions
+        assert names is not None, "free-text games must override moves_text()"
+        return "Your legal moves: " + ", ".join(names[a] for a in self.legal_actions())
+
+    def render(self) -> str:
+        """A spectator's view of the whole state, hidden information included."""
+        return self.state_text(self.current_player)
+
+
+_ACTION_INDEXES: dict[tuple[str, ...], dict[str, int]] = {}
+
+
+def _action_index(actions: tuple[str, ...]) -> dict[str, int]:
+    index = _ACTION_INDEXES.get(actions)
+    if index is None:
+        index = _ACTION_INDEXES[actions] = {a.lower(): i for i, a in enumerate(actions)}
+    return index

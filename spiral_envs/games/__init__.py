@@ -1,0 +1,1 @@
+"""Pure rules modules, one per game; none imports PettingZoo or Gymnasium."""

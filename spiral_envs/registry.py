@@ -1,0 +1,62 @@
+"""Game registry: every game is registered once, for PettingZoo and Gymnasium alike."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium
+import pettingzoo
+
+from spiral_envs.aec import InvalidMovePolicy, SpiralAECEnv
+from spiral_envs.core import Game
+
+NAMESPACE = "spiral"
+GAMES: dict[str, type[Game]] = {}
+"""Registered game classes by id (without namespace)."""
+
+
+def _game_id(game_id: str) -> str:
+    name = game_id.removeprefix(NAMESPACE + "/")
+    if name not in GAMES:
+        known = ", ".join(sorted(GAMES))
+        raise KeyError(f"unknown game {game_id!r}; registered games: {known}")
+    return name
+
+
+def make_game(game_id: str, **game_kwargs: Any) -> Game:
+    """Build a registered game's rules object with its variant keyword arguments."""
+    return GAMES[_game_id(game_id)](**game_kwargs)
+
+
+def env(
+    game_id: str,
+    *,
+    render_mode: str | None = None,
+    invalid_move: InvalidMovePolicy | Mapping[str, Any] | None = None,
+    max_turns: int | None = None,
+    **game_kwargs: Any,
+) -> SpiralAECEnv:
+    """A PettingZoo AEC env for ``game_id`` (``"TicTacToe-v0"`` or ``"spiral/TicTacToe-v0"``)."""
+    return SpiralAECEnv(
+        make_game(game_id, **game_kwargs),
+        render_mode=render_mode,
+        invalid_move=invalid_move,
+        max_turns=max_turns,
+    )
+
+
+def register_game(game: type[Game]) -> type[Game]:
+    """Register a game class under ``spiral/<id>`` in PettingZoo and Gymnasium.
+
+    Third-party games call this once (it also works as a class decorator); the generic
+    adapters do the rest.
+    """
+    GAMES[game.id] = game
+    full_id = f"{NAMESPACE}/{game.id}"
+    pettingzoo.register("aec", full_id, functools.partial(env, game.id))
+    gymnasium.register(
+        id=full_id, entry_point="spiral_envs.gym:SingleAgentEnv", kwargs={"game": game.id}
+    )
+    return game
