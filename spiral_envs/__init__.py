@@ -12,9 +12,12 @@ from spiral_envs.aec import AGENTS, InvalidMovePolicy, SpiralAECEnv
 from spiral_envs.core import Game, GameState, Invalid, MessageLog, Parsed
 from spiral_envs.games.tictactoe import TicTacToe
 from spiral_envs.gym import SingleAgentEnv
-from spiral_envs.registry import GAMES, env, make_game, register_game
+from spiral_envs.registry import GAMES, env, make_game, parallel_env, register_game
 
-for _game in (TicTacToe,):
+_BUILT_IN_GAMES = (
+    TicTacToe,
+)
+for _game in _BUILT_IN_GAMES:
     register_game(_game)
 
 __all__ = [
@@ -30,5 +33,6 @@ __all__ = [
     "SpiralAECEnv",
     "env",
     "make_game",
+    "parallel_env",
     "register_game",
 ]

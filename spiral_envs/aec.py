@@ -84,7 +84,7 @@ class SpiralAECEnv(AECEnv):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
         self.game = game
-        self.metadata = {**self.metadata, "name": game.id}
+        self.metadata = {**self.metadata, "name": game.id, "is_parallelizable": game.simultaneous}
         self.render_mode = render_mode
         self.invalid_move = InvalidMovePolicy.coerce(invalid_move)
         self.max_turns = game.max_turns if max_turns is None else int(max_turns)
@@ -146,7 +146,7 @@ class SpiralAECEnv(AECEnv):
     def observe(self, agent: str) -> dict[str, Any]:
         state = self.state
         player = 0 if agent == "player_0" else 1
-        my_turn = not state.terminal and state.current_player == player and agent in self.agents
+        my_turn = state.to_move(player) and agent in self.agents
         obs: dict[str, Any] = {"observation": state.observation(player)}
         if self._num_actions is not None:
             mask = np.zeros(self._num_actions, dtype=np.int8)

@@ -123,6 +123,11 @@ class Game(ABC):
     """Moves submitted (invalid ones included) after which the game is truncated."""
     relays_messages: bool = False
     """Whether a player's free text around a move is passed on to the opponent."""
+    simultaneous: bool = False
+    """Both players choose each round before the state advances (also offered as a
+    PettingZoo Parallel env). The state alternates ``current_player`` within a round, keeps
+    the first choice hidden until the round resolves, and reports both players as
+    :meth:`GameState.to_move` while their choice is pending."""
 
     @abstractmethod
     def new_state(self, rng: np.random.Generator) -> GameState:
@@ -153,8 +158,15 @@ class GameState(ABC):
         self.log = MessageLog()
 
     # --- moves -------------------------------------------------------------------------
+    def to_move(self, player: int) -> bool:
+        """Whether ``player`` has a move to make now (both players in a simultaneous round)."""
+        return not self.terminal and player == self.current_player
+
     def legal_actions(self) -> list[int]:
-        """Indexes into ``game.actions`` the current player may play (finite games)."""
+        """Indexes into ``game.actions`` the player to move may play (finite games).
+
+        In a simultaneous game this is the set for every player still to choose this round.
+        """
         raise NotImplementedError(f"{self.game.id} has free-text moves")
 
     def parse(self, text: str) -> Parsed | Invalid:

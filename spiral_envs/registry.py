@@ -8,6 +8,7 @@ from typing import Any
 
 import gymnasium
 import pettingzoo
+from pettingzoo.utils.conversions import aec_to_parallel
 
 from spiral_envs.aec import InvalidMovePolicy, SpiralAECEnv
 from spiral_envs.core import Game
@@ -47,6 +48,14 @@ def env(
     )
 
 
+def parallel_env(game_id: str, **kwargs: Any) -> pettingzoo.ParallelEnv:
+    """A PettingZoo Parallel env for a simultaneous-move game (same arguments as :func:`env`)."""
+    aec_env = env(game_id, **kwargs)
+    if not aec_env.game.simultaneous:
+        raise ValueError(f"{game_id} is turn-based; use the AEC env")
+    return aec_to_parallel(aec_env)
+
+
 def register_game(game: type[Game]) -> type[Game]:
     """Register a game class under ``spiral/<id>`` in PettingZoo and Gymnasium.
 
@@ -56,6 +65,8 @@ def register_game(game: type[Game]) -> type[Game]:
     GAMES[game.id] = game
     full_id = f"{NAMESPACE}/{game.id}"
     pettingzoo.register("aec", full_id, functools.partial(env, game.id))
+    if game.simultaneous:
+        pettingzoo.register("parallel", full_id, functools.partial(parallel_env, game.id))
     gymnasium.register(
         id=full_id, entry_point="spiral_envs.gym:SingleAgentEnv", kwargs={"game": game.id}
     )

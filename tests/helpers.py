@@ -1,0 +1,49 @@
+"""Shared helpers for game tests: random legal play through the public AEC API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import spiral_envs
+
+
+def play_random(env: spiral_envs.SpiralAECEnv, seed: int, *, max_steps: int = 10_000) -> list[Any]:
+    """Play one game with uniformly random legal moves; return the actions taken."""
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    actions: list[Any] = []
+    for agent in env.agent_iter(max_iter=max_steps):
+        _, _, termination, truncation, _ = env.last()
+        if termination or truncation:
+            action = None
+        else:
+            action = env.state.random_move(rng)
+        actions.append(action)
+        env.step(action)
+    assert not env.agents, "game did not finish"
+    return actions
+
+
+def final_rewards(env: spiral_envs.SpiralAECEnv, actions: list[Any], seed: int) -> dict[str, float]:
+    """Replay ``actions`` from ``reset(seed)`` and return each agent's total reward."""
+    env.reset(seed=seed)
+    totals = {a: 0.0 for a in env.possible_agents}
+    for action in actions:
+        env.step(action)
+        for agent, r in env.rewards.items():
+            totals[agent] += r
+    return totals
+
+
+def transcript(env: spiral_envs.SpiralAECEnv, actions: list[Any], seed: int) -> list[Any]:
+    """Every observation (both players) along a replay, for determinism checks."""
+    env.reset(seed=seed)
+    seen: list[Any] = []
+    for action in actions:
+        for agent in env.agents:
+            obs = env.observe(agent)
+            seen.append({k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in obs.items()})
+        env.step(action)
+    return seen
