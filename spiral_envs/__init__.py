@@ -10,12 +10,17 @@ Importing this package registers every game under ``spiral/<id>``::
 
 from spiral_envs.aec import AGENTS, InvalidMovePolicy, SpiralAECEnv
 from spiral_envs.core import Game, GameState, Invalid, MessageLog, Parsed
+from spiral_envs.games.kuhn_poker import KuhnPoker
+from spiral_envs.games.negotiation import SimpleNegotiationV0, SimpleNegotiationV1
 from spiral_envs.games.tictactoe import TicTacToe
 from spiral_envs.gym import SingleAgentEnv
 from spiral_envs.registry import GAMES, env, make_game, parallel_env, register_game
 
 _BUILT_IN_GAMES = (
     TicTacToe,
+    KuhnPoker,
+    SimpleNegotiationV1,
+    SimpleNegotiationV0,
 )
 for _game in _BUILT_IN_GAMES:
     register_game(_game)
