@@ -49,6 +49,7 @@ class SimpleNegotiation(Game):
 
     def _write_rules(self, player: int) -> str:
         resources = ", ".join(self.resources)
+        first, second = self.resources[:2]
         return (
             f"You are Player {player} in Simple Negotiation, a two-player zero-sum trading game "
             f"against Player {1 - player}. Each player holds some {resources} and values each "
@@ -56,7 +57,7 @@ class SimpleNegotiation(Game):
             f"The players take {self.turns} turns in total, alternating, Player 0 first. On your "
             "turn write anything you like to your opponent; it is passed on word for word. To "
             "act, include exactly one of:\n"
-            "  [Offer: 3 Wood -> 2 Gold]  propose a trade: what you give -> what you ask "
+            f"  [Offer: 3 {first} -> 2 {second}]  propose a trade: what you give -> what you ask "
             "(several resources per side are separated by commas);\n"
             "  [Accept]  accept the offer your opponent just made to you;\n"
             "  [Deny]    turn it down.\n"
