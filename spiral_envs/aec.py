@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import AECEnv
 
-from spiral_envs.core import Game, GameState, Invalid, Parsed
+from spiral_envs.core import Game, GameState, Invalid, RandomSource
 
 AGENTS = ("player_0", "player_1")
 MAX_TEXT_CHARS = 1_000_000
@@ -92,8 +92,10 @@ class SpiralAECEnv(AECEnv):
             raise ValueError(f"max_turns must be at least 1, got {max_turns}")
         self.possible_agents = list(AGENTS)
         self._num_actions = None if game.actions is None else len(game.actions)
+        self._no_moves = None if game.actions is None else np.zeros(len(game.actions), np.int8)
+        self._rules = (game.rules(0), game.rules(1))
         self._spaces: tuple[dict[str, spaces.Space], dict[str, spaces.Space]] | None = None
-        self._rng = np.random.default_rng()
+        self._random = RandomSource()
         self.state: GameState | None = None
 
     # --- spaces (built on first use, then cached: most envs in a large batch never ask) ----
@@ -129,8 +131,8 @@ class SpiralAECEnv(AECEnv):
     # --- the AEC cycle ------------------------------------------------------------------
     def reset(self, seed: int | None = None, options: dict | None = None) -> None:
         if seed is not None:
-            self._rng = np.random.default_rng(seed)
-        self.state = self.game.new_state(self._rng)
+            self._random = RandomSource(seed)
+        self.state = self.game.new_state(self._random)
         self.agents = list(AGENTS)
         self.rewards = {"player_0": 0.0, "player_1": 0.0}
         self._cumulative_rewards = {"player_0": 0.0, "player_1": 0.0}
@@ -146,28 +148,21 @@ class SpiralAECEnv(AECEnv):
     def observe(self, agent: str) -> dict[str, Any]:
         state = self.state
         player = 0 if agent == "player_0" else 1
-        my_turn = state.to_move(player) and agent in self.agents
+        my_turn = state.to_move(player) and agent in self.agents and not self.truncations[agent]
         obs: dict[str, Any] = {"observation": state.observation(player)}
-        if self._num_actions is not None:
-            mask = np.zeros(self._num_actions, dtype=np.int8)
-            if my_turn and not self.truncations[agent]:
-                mask[state.legal_actions()] = 1
-            obs["action_mask"] = mask
-        obs["text"] = self._text(state, player, my_turn and not self.truncations[agent])
-        return obs
-
-    def _text(self, state: GameState, player: int, my_turn: bool) -> str:
-        history = state.log.view(player) or "(nothing yet)\n"
+        if self._no_moves is not None:
+            obs["action_mask"] = state.action_mask() if my_turn else self._no_moves.copy()
         if my_turn:
             prompt = state.moves_text()
-        elif state.terminal or self.truncations.get(AGENTS[player], True):
+        elif state.terminal or agent not in self.agents or self.truncations[agent]:
             prompt = "The game is over."
         else:
             prompt = f"Waiting for Player {state.current_player} to move."
-        return (
-            f"{self.game.rules(player)}\n\nHistory:\n{history}\n"
+        obs["text"] = (
+            f"{self._rules[player]}\n\nHistory:\n{state.log.view(player) or '(nothing yet)'}\n"
             f"{state.state_text(player)}\n\n{prompt}"
         )
+        return obs
 
     def step(self, action: Any) -> None:
         agent = self.agent_selection
@@ -176,9 +171,16 @@ class SpiralAECEnv(AECEnv):
             return
         state = self.state
         player = state.current_player
-        parsed = self._parse(state, action)
-        move = parsed.move if not isinstance(parsed, Invalid) else None
-        reason = parsed.reason if isinstance(parsed, Invalid) else state.illegal_reason(move)
+        if isinstance(action, str):
+            parsed = state.parse(action)
+            if isinstance(parsed, Invalid):
+                move, message, reason = None, "", parsed.reason
+            else:
+                move, message = parsed.move, parsed.message
+                reason = state.illegal_reason(move)
+        else:
+            move, message = self._action_index(action), ""
+            reason = state.illegal_reason(move)
         self.turns += 1
         self._cumulative_rewards[agent] = 0.0
         rewards = self.rewards
@@ -201,8 +203,8 @@ class SpiralAECEnv(AECEnv):
                 self._finish(f"invalid move by {agent}: {reason}", truncated=False, player=player)
         else:
             self._invalid_streak = 0
-            if parsed.message and self.game.relays_messages:
-                state.log.say(player, parsed.message)
+            if message and self.game.relays_messages:
+                state.log.say(player, message)
             state.apply(move)
             if state.terminal:
                 r0, r1 = state.returns()
@@ -219,21 +221,21 @@ class SpiralAECEnv(AECEnv):
         if self.render_mode == "human":
             self.render()
 
-    def _parse(self, state: GameState, action: Any) -> Parsed | Invalid:
-        if isinstance(action, str):
-            return state.parse(action)
+    def _action_index(self, action: Any) -> int:
+        """Check an action index from code; out-of-space or non-integer actions raise."""
         n = self._num_actions
         if isinstance(action, np.ndarray) and action.ndim == 0:
             action = action.item()
-        if isinstance(action, (int, np.integer)) and not isinstance(action, (bool, np.bool_)):
-            if n is None:
-                raise ValueError(f"{self.game.id} takes text actions, not {action!r}")
-            if not 0 <= action < n:
-                raise ValueError(f"action {action} is outside Discrete({n}) of {self.game.id}")
-            return Parsed(int(action))
-        raise ValueError(
-            f"{self.game.id} takes an action index or the player's text, got {type(action).__name__}"
-        )
+        if not isinstance(action, (int, np.integer)) or isinstance(action, (bool, np.bool_)):
+            raise ValueError(
+                f"{self.game.id} takes an action index or the player's text, "
+                f"got {type(action).__name__}"
+            )
+        if n is None:
+            raise ValueError(f"{self.game.id} takes text actions, not {action!r}")
+        if not 0 <= action < n:
+            raise ValueError(f"action {action} is outside Discrete({n}) of {self.game.id}")
+        return int(action)
 
     def _finish(self, why: str, *, truncated: bool, player: int | None = None) -> None:
         state = self.state

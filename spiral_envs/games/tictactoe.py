@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
-from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed
+from spiral_envs.core import Game, GameState, Invalid, Parsed
 
 MARKS = ("O", "X")
 LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6))
 _BOARD = " {} | {} | {}\n---+---+---\n {} | {} | {}\n---+---+---\n {} | {} | {}"
 _CELL_NAMES = tuple(f"[{i}]" for i in range(9))
+# Linear time: every scan starts at a "[" and stops at the first character outside "\s\d".
+_FIRST_BRACKETED_INTEGER = re.compile(r"\[\s*(\d+)\s*\]", re.ASCII)
+_LINES_THROUGH = tuple(tuple(line for line in LINES if cell in line) for cell in range(9))
+_HEADERS = tuple(f"Board (you are {mark}):\n" for mark in MARKS)
 
 
 class TicTacToe(Game):
@@ -48,19 +53,27 @@ class TicTacToeState(GameState):
         super().__init__(game, rng)
         self.board: list[int] = [-1] * 9  # -1 empty, else the owner's player id
         self.winner: int | None = None
+        # Views kept up to date move by move, so observing costs a copy, not a rebuild.
+        self._free = list(range(9))
+        self._mask = np.ones(9, dtype=np.int8)
+        self._planes = np.zeros((2, 9, 2), dtype=np.int8)  # per viewer: own marks, opponent's
+        self._cells = [str(i) for i in range(9)]
         self.moves = 0
 
     def legal_actions(self) -> list[int]:
-        return [i for i, owner in enumerate(self.board) if owner < 0]
+        return self._free.copy()
+
+    def action_mask(self) -> np.ndarray:
+        return self._mask.copy()
 
     def parse(self, text: str) -> Parsed | Invalid:
-        for match in bracketed(text):
-            digits = match[1].strip()
-            if digits.isdecimal() and digits.isascii():
-                if len(digits) > 1 or not "0" <= digits <= "8":
-                    return Invalid(f"cell [{digits[:12]}] does not exist; cells are 0 to 8")
-                return Parsed(int(digits))
-        return Invalid("no move found; write the number of an empty cell in brackets, e.g. [4]")
+        match = _FIRST_BRACKETED_INTEGER.search(text)
+        if match is None:
+            return Invalid("no move found; write the number of an empty cell in brackets, e.g. [4]")
+        digits = match[1]
+        if len(digits) > 1 or digits == "9":
+            return Invalid(f"cell [{digits[:12]}] does not exist; cells are 0 to 8")
+        return Parsed(int(digits))
 
     def illegal_reason(self, move: Any) -> str | None:
         owner = self.board[move]
@@ -72,9 +85,13 @@ class TicTacToeState(GameState):
         player = self.current_player
         board = self.board
         board[move] = player
+        self._free.remove(move)
+        self._mask[move] = 0
+        self._planes[player, move, 0] = self._planes[1 - player, move, 1] = 1
+        self._cells[move] = MARKS[player]
         self.moves += 1
         self.log.game(f"Player {player} ({MARKS[player]}) claimed cell {move}.")
-        for a, b, c in LINES:
+        for a, b, c in _LINES_THROUGH[move]:
             if board[a] == board[b] == board[c] == player:
                 self.winner = player
                 self.terminal = True
@@ -95,16 +112,13 @@ class TicTacToeState(GameState):
         return {"winner": self.winner, "board": self.render()}
 
     def observation(self, player: int) -> np.ndarray:
-        board = np.array(self.board, dtype=np.int8)
-        obs = np.empty((9, 2), dtype=np.int8)
-        obs[:, 0] = board == player
-        obs[:, 1] = board == 1 - player
-        return obs.reshape(3, 3, 2)
+        return self._planes[player].reshape(3, 3, 2).copy()
 
     def state_text(self, player: int) -> str:
-        cells = [MARKS[o] if o >= 0 else str(i) for i, o in enumerate(self.board)]
-        return f"Board (you are {MARKS[player]}):\n" + _BOARD.format(*cells)
+        return _HEADERS[player] + _BOARD.format(*self._cells)
+
+    def moves_text(self) -> str:
+        return "Your legal moves: " + ", ".join([_CELL_NAMES[i] for i in self._free])
 
     def render(self) -> str:
-        cells = [MARKS[o] if o >= 0 else str(i) for i, o in enumerate(self.board)]
-        return _BOARD.format(*cells)
+        return _BOARD.format(*self._cells)
