@@ -11,7 +11,9 @@ Importing this package registers every game under ``spiral/<id>``::
 from spiral_envs.aec import AGENTS, InvalidMovePolicy, SpiralAECEnv
 from spiral_envs.core import Game, GameState, Invalid, MessageLog, Parsed
 from spiral_envs.games.kuhn_poker import KuhnPoker
+from spiral_envs.games.liars_dice import LiarsDice
 from spiral_envs.games.negotiation import SimpleNegotiationV0, SimpleNegotiationV1
+from spiral_envs.games.pig_dice import PigDice, PigDiceV0
 from spiral_envs.games.tictactoe import TicTacToe
 from spiral_envs.gym import SingleAgentEnv
 from spiral_envs.registry import GAMES, env, make_game, parallel_env, register_game
@@ -21,6 +23,9 @@ _BUILT_IN_GAMES = (
     KuhnPoker,
     SimpleNegotiationV1,
     SimpleNegotiationV0,
+    PigDice,
+    PigDiceV0,
+    LiarsDice,
 )
 for _game in _BUILT_IN_GAMES:
     register_game(_game)

@@ -162,6 +162,13 @@ class Game(ABC):
     def rules(self, player: int) -> str:
         """The rules and action syntax, addressed to ``player``."""
 
+    def random_text_move(self, observation: dict[str, Any], rng: np.random.Generator) -> str:
+        """A random, normally legal move of a free-text game, from one player's observation.
+
+        Agents only see observations; finite games need no such hook (they have the mask).
+        """
+        raise NotImplementedError(f"{self.id} has no random text move")
+
 
 class GameState(ABC):
     """One play-through of a game.

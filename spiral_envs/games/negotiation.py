@@ -82,6 +82,21 @@ class SimpleNegotiation(Game):
         """Starting holdings and private values of both players."""
         raise NotImplementedError
 
+    def random_text_move(self, observation: dict[str, Any], rng: np.random.Generator) -> str:
+        n = len(self.resources)
+        obs = observation["observation"]
+        held = obs[:n].astype(int)
+        choices = ["Let us keep talking."]
+        if obs[4 * n]:  # an offer stands for me
+            choices.append("[Deny]")
+            if all(held >= obs[3 * n : 4 * n]):
+                choices.append("[Accept]")
+        give, ask = rng.choice(n, size=2, replace=False)
+        if held[give]:
+            g, a = int(rng.integers(1, held[give] + 1)), int(rng.integers(1, 4))
+            choices.append(f"[Offer: {g} {self.resources[give]} -> {a} {self.resources[ask]}]")
+        return str(choices[int(rng.integers(len(choices)))])
+
     def describe(self, counts: tuple[int, ...] | list[int]) -> str:
         items = [f"{n} {name}" for n, name in zip(counts, self.resources) if n]
         return ", ".join(items) or "nothing"

@@ -1,0 +1,34 @@
+"""spiral_agents: the agent protocol, built-in agents, the arena and exact evaluation."""
+
+from spiral_agents.base import (
+    Agent,
+    CallableAgent,
+    RandomAgent,
+    act_batch,
+    as_agent,
+    reset_agent,
+)
+from spiral_agents.kuhn_poker import KuhnNashAgent
+from spiral_agents.registry import AGENTS, make_agent, parse_spec, register_agent
+from spiral_agents.tictactoe import MinimaxAgent
+
+register_agent("random", RandomAgent, summary="uniformly random legal moves (any game)")
+register_agent("minimax", MinimaxAgent, ("TicTacToe-v0",), "perfect TicTacToe, never loses")
+register_agent(
+    "kuhn-nash", KuhnNashAgent, ("KuhnPoker-v1",), "Kuhn Poker equilibrium (alpha=1/6 default)"
+)
+
+__all__ = [
+    "AGENTS",
+    "Agent",
+    "CallableAgent",
+    "KuhnNashAgent",
+    "MinimaxAgent",
+    "RandomAgent",
+    "act_batch",
+    "as_agent",
+    "make_agent",
+    "parse_spec",
+    "register_agent",
+    "reset_agent",
+]
