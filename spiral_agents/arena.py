@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 import spiral_envs
-from spiral_agents.base import reset_agent
+from spiral_agents.base import as_agent, reset_agent
 from spiral_agents.registry import make_agent, supports
 
 SEATS = spiral_envs.AGENTS
@@ -107,6 +107,7 @@ def play_game(
     env_kwargs = dict(env_kwargs or {})
     env = spiral_envs.env(game, **env_kwargs)
     caller = _caller or _MoveCaller(move_timeout)
+    agents = {seat: as_agent(agent) for seat, agent in agents.items()}
     record = GameRecord(
         game=game,
         seed=seed,

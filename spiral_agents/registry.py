@@ -63,7 +63,8 @@ def make_agent(spec: str, game: str, seed: int | None = None, **overrides: Any) 
     if entry is not None:
         if not supports(spec, game):
             raise ValueError(f"agent {name!r} plays {', '.join(entry.games or ())}, not {game}")
-        return as_agent(entry.factory(game=game, seed=seed, **kwargs))
+        kwargs.setdefault("seed", seed)  # a seed in the spec wins over the arena's
+        return as_agent(entry.factory(game=game, **kwargs))
     if ":" not in name:
         known = ", ".join(sorted(AGENTS))
         raise KeyError(f"unknown agent {name!r}; built-in agents: {known}; or use module:attribute")
