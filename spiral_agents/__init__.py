@@ -8,8 +8,10 @@ from spiral_agents.base import (
     as_agent,
     reset_agent,
 )
+from spiral_agents.human import HumanAgent
 from spiral_agents.kuhn_poker import KuhnNashAgent
 from spiral_agents.registry import AGENTS, make_agent, parse_spec, register_agent
+from spiral_agents.sb3 import SB3Agent
 from spiral_agents.tictactoe import MinimaxAgent
 
 register_agent("random", RandomAgent, summary="uniformly random legal moves (any game)")
@@ -17,14 +19,18 @@ register_agent("minimax", MinimaxAgent, ("TicTacToe-v0",), "perfect TicTacToe, n
 register_agent(
     "kuhn-nash", KuhnNashAgent, ("KuhnPoker-v1",), "Kuhn Poker equilibrium (alpha=1/6 default)"
 )
+register_agent("human", HumanAgent, summary="you, at the terminal")
+register_agent("sb3", SB3Agent, summary="a saved stable-baselines3 model: sb3@model=path.zip")
 
 __all__ = [
     "AGENTS",
     "Agent",
     "CallableAgent",
+    "HumanAgent",
     "KuhnNashAgent",
     "MinimaxAgent",
     "RandomAgent",
+    "SB3Agent",
     "act_batch",
     "as_agent",
     "make_agent",

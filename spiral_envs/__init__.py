@@ -15,6 +15,7 @@ from spiral_envs.games.liars_dice import LiarsDice
 from spiral_envs.games.negotiation import SimpleNegotiationV0, SimpleNegotiationV1
 from spiral_envs.games.pig_dice import PigDice, PigDiceV0
 from spiral_envs.games.tictactoe import TicTacToe
+from spiral_envs.games.truth_and_deception import TruthAndDeception
 from spiral_envs.gym import SingleAgentEnv
 from spiral_envs.registry import GAMES, env, make_game, parallel_env, register_game
 
@@ -26,6 +27,7 @@ _BUILT_IN_GAMES = (
     PigDice,
     PigDiceV0,
     LiarsDice,
+    TruthAndDeception,
 )
 for _game in _BUILT_IN_GAMES:
     register_game(_game)
