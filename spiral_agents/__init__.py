@@ -10,6 +10,7 @@ from spiral_agents.base import (
 )
 from spiral_agents.human import HumanAgent
 from spiral_agents.kuhn_poker import KuhnNashAgent
+from spiral_agents.negotiation import ValueTrader
 from spiral_agents.registry import AGENTS, make_agent, parse_spec, register_agent
 from spiral_agents.sb3 import SB3Agent
 from spiral_agents.tictactoe import MinimaxAgent
@@ -18,6 +19,12 @@ register_agent("random", RandomAgent, summary="uniformly random legal moves (any
 register_agent("minimax", MinimaxAgent, ("TicTacToe-v0",), "perfect TicTacToe, never loses")
 register_agent(
     "kuhn-nash", KuhnNashAgent, ("KuhnPoker-v1",), "Kuhn Poker equilibrium (alpha=1/6 default)"
+)
+register_agent(
+    "trader",
+    ValueTrader,
+    ("SimpleNegotiation-v1", "SimpleNegotiation-v0"),
+    "accepts exactly the offers that raise its own value, proposes such offers",
 )
 register_agent("human", HumanAgent, summary="you, at the terminal")
 register_agent("sb3", SB3Agent, summary="a saved stable-baselines3 model: sb3@model=path.zip")
@@ -31,6 +38,7 @@ __all__ = [
     "MinimaxAgent",
     "RandomAgent",
     "SB3Agent",
+    "ValueTrader",
     "act_batch",
     "as_agent",
     "make_agent",
