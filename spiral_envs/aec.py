@@ -67,7 +67,8 @@ class SpiralAECEnv(AECEnv):
     Observations are dicts: ``"observation"`` (numeric, what the player may know),
     ``"action_mask"`` (int8, finite-move games only; zeros off-turn) and ``"text"`` (the rules,
     the history as this player saw it, the state and the legal moves). ``step`` takes an index
-    into ``game.actions`` or the raw text a player wrote.
+    into ``game.actions`` or the raw text a player wrote; ``Invalid(reason)`` submits a move
+    that is invalid for a reason found outside the game (an LLM response with no answer).
     """
 
     metadata = {"render_modes": ["ansi", "human"], "name": "spiral", "is_parallelizable": False}
@@ -178,6 +179,8 @@ class SpiralAECEnv(AECEnv):
             else:
                 move, message = parsed.move, parsed.message
                 reason = state.illegal_reason(move)
+        elif isinstance(action, Invalid):  # e.g. an LLM response with no answer, and why
+            move, message, reason = None, "", action.reason
         else:
             move, message = self._action_index(action), ""
             reason = state.illegal_reason(move)

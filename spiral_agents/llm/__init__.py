@@ -1,0 +1,1 @@
+"""LLM policies: prompt templates, answer extraction, generation backends and the rollout engine."""

@@ -1,0 +1,132 @@
+"""Prompt templates: how a player's observation text becomes the model's prompt.
+
+* :class:`BaseModelTemplate` — SPIRAL's protocol for base models: no system prompt, one ChatML
+  user turn that states the two-player zero-sum setting, gives the observation, and asks for
+  step-by-step reasoning with the final move in ``\\boxed{}``; then the assistant turn opens.
+* :class:`ChatTemplate` — the tokenizer's own chat template (instruct and hybrid-thinking
+  models), with ``enable_thinking`` on or off.
+* :class:`CustomTemplate` — a user-supplied format string with an ``{observation}`` field.
+
+:func:`template_for_model` picks a sensible default per known model id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from spiral_agents.llm.backend import ChatMessages, TokenIds
+
+INSTRUCTION = (
+    "You are a player in a two-player zero-sum game. Play valid moves and try to win.\n"
+    "Here is what you can see of the game:\n\n{observation}\n\n"
+    "Reason about the position step by step. Then give your move, written exactly in the "
+    "game's action syntax, as your final answer inside \\boxed{{}}."
+)
+
+
+class PromptTemplate(Protocol):
+    """Renders an observation text as token ids (local backends) or chat messages (remote)."""
+
+    def token_ids(self, observation: str, tokenizer: Any) -> TokenIds: ...
+
+    def messages(self, observation: str) -> ChatMessages: ...
+
+
+def user_message(observation: str) -> str:
+    return INSTRUCTION.format(observation=observation)
+
+
+@dataclass(frozen=True)
+class BaseModelTemplate:
+    """SPIRAL's base-model protocol: one raw ChatML user turn, the assistant turn opened."""
+
+    name: str = "spiral-base"
+
+    def text(self, observation: str) -> str:
+        return f"<|im_start|>user\n{user_message(observation)}<|im_end|>\n<|im_start|>assistant\n"
+
+    def token_ids(self, observation: str, tokenizer: Any) -> TokenIds:
+        return list(tokenizer(self.text(observation), add_special_tokens=False)["input_ids"])
+
+    def messages(self, observation: str) -> ChatMessages:
+        return [{"role": "user", "content": user_message(observation)}]
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """The tokenizer's chat template; ``enable_thinking`` is passed through when set."""
+
+    enable_thinking: bool | None = None
+    system: str | None = None
+    name: str = "chat"
+
+    def messages(self, observation: str) -> ChatMessages:
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        return messages + [{"role": "user", "content": user_message(observation)}]
+
+    def token_ids(self, observation: str, tokenizer: Any) -> TokenIds:
+        kwargs = {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
+        rendered = tokenizer.apply_chat_template(
+            self.messages(observation), add_generation_prompt=True, tokenize=False, **kwargs
+        )
+        return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+
+
+@dataclass(frozen=True)
+class CustomTemplate:
+    """A user-supplied prompt: ``template.format(observation=...)``, tokenized as written."""
+
+    template: str
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        if "{observation}" not in self.template:
+            raise ValueError("a custom template needs an {observation} field")
+
+    def text(self, observation: str) -> str:
+        return self.template.replace("{observation}", observation)
+
+    def token_ids(self, observation: str, tokenizer: Any) -> TokenIds:
+        return list(tokenizer(self.text(observation), add_special_tokens=False)["input_ids"])
+
+    def messages(self, observation: str) -> ChatMessages:
+        return [{"role": "user", "content": self.text(observation)}]
+
+
+def template_for_model(model_id: str) -> PromptTemplate:
+    """The default template for a model id or path.
+
+    Base models and SPIRAL's checkpoints use the base protocol (that is how Spiral-Qwen3-4B
+    was trained); Instruct models their chat template without thinking; Qwen3 hybrid
+    models their chat template with thinking on; anything else the base protocol.
+    """
+    name = model_id.lower().rstrip("/").rsplit("/", 1)[-1]
+    if name.endswith("-base") or name.startswith("spiral"):
+        return BaseModelTemplate()
+    if "instruct" in name:
+        return ChatTemplate(enable_thinking=False)
+    if name.startswith("qwen3"):
+        return ChatTemplate(enable_thinking=True)
+    return BaseModelTemplate()
+
+
+def make_template(spec: str | PromptTemplate | None, model_id: str) -> PromptTemplate:
+    """A template from config: ``None`` (model default), ``"spiral-base"``, ``"chat"``,
+    ``"chat-thinking"``, ``"chat-no-thinking"``, a format string with ``{observation}``, or
+    a template object."""
+    if spec is None:
+        return template_for_model(model_id)
+    if not isinstance(spec, str):
+        return spec
+    named = {
+        "spiral-base": BaseModelTemplate(),
+        "chat": ChatTemplate(),
+        "chat-thinking": ChatTemplate(enable_thinking=True),
+        "chat-no-thinking": ChatTemplate(enable_thinking=False),
+    }
+    if spec in named:
+        return named[spec]
+    if "{observation}" in spec:
+        return CustomTemplate(spec)
+    raise ValueError(f"unknown template {spec!r}: use one of {sorted(named)} or a format string")
