@@ -1,0 +1,298 @@
+"""The rollout engine: many games at once, one batched generation call per policy per step.
+
+Each step gathers every live game that waits on an LLM seat, whichever seat it is, groups them
+by policy and sends each group to its backend in one call. Seats held by ordinary agents act
+at once. Finished games are replaced by new ones until the target number of games (or of LLM
+turns) is reached. Every LLM turn becomes a :class:`TurnSample`; after its game ends the
+sample gets the final reward of its seat.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import spiral_envs
+from spiral_agents.arena import GameRecord
+from spiral_agents.base import as_agent, reset_agent
+from spiral_agents.llm.answers import extract_answer
+from spiral_agents.llm.backend import Backend, Prompt, SamplingConfig
+from spiral_agents.llm.prompts import PromptTemplate, template_for_model
+
+SEATS = spiral_envs.AGENTS
+
+
+@dataclass
+class LLMPolicy:
+    """A backend, the template that turns observations into prompts, and sampling settings.
+
+    Prompts are token ids when the backend has a tokenizer, else chat messages.
+    """
+
+    backend: Backend
+    template: PromptTemplate | None = None
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    name: str = "llm"
+
+    def __post_init__(self) -> None:
+        if self.template is None:
+            self.template = template_for_model(self.name)
+
+    def prompt(self, observation_text: str) -> Prompt:
+        tokenizer = getattr(self.backend, "tokenizer", None)
+        if tokenizer is None:
+            return self.template.messages(observation_text)
+        return self.template.token_ids(observation_text, tokenizer)
+
+
+@dataclass
+class Matchup:
+    """A game and who plays it: an :class:`LLMPolicy` or any agent in each seat.
+
+    With ``alternate_seats`` the two seats swap every other game of this matchup.
+    """
+
+    game: str
+    seats: tuple[Any, Any]
+    weight: float = 1.0
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    alternate_seats: bool = True
+
+
+@dataclass
+class TurnSample:
+    """One LLM turn: what it saw, what it wrote, and how its game ended for it."""
+
+    episode: int
+    game: str
+    seat: str
+    role: int
+    turn: int
+    policy: str
+    prompt_token_ids: list[int]
+    response_token_ids: list[int]
+    logprobs: list[float] | None
+    finish_reason: str
+    text: str
+    action: str | None
+    invalid: bool
+    invalid_reason: str | None = None
+    reward: float | None = None
+    """Final reward of this seat in its game (set when the game ends)."""
+
+
+@dataclass
+class Rollout:
+    samples: list[TurnSample]
+    games: list[GameRecord]
+
+
+def _name(seat: Any) -> str:
+    return getattr(seat, "name", type(seat).__name__)
+
+
+@dataclass
+class _LiveGame:
+    episode: int
+    env: spiral_envs.SpiralAECEnv
+    seats: dict[str, Any]
+    record: GameRecord
+    samples: list[TurnSample] = field(default_factory=list)
+    turn: int = 0
+    forfeit_by: str | None = None
+
+    @property
+    def over(self) -> bool:
+        seat = self.env.agent_selection
+        return self.env.terminations[seat] or self.env.truncations[seat] or self.forfeit_by is not None
+
+
+class RolloutEngine:
+    """Plays ``concurrency`` games at once over a weighted mix of matchups.
+
+    Generation seeds derive from ``seed``, the episode and the turn, so a run with
+    deterministic backends reproduces exactly.
+    """
+
+    def __init__(self, matchups: Sequence[Matchup], *, concurrency: int = 64, seed: int = 0) -> None:
+        if not matchups:
+            raise ValueError("a rollout needs at least one matchup")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.matchups = list(matchups)
+        for matchup in self.matchups:
+            spiral_envs.make_game(matchup.game, **_game_kwargs(matchup.env_kwargs))
+        weights = np.array([m.weight for m in self.matchups], dtype=np.float64)
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError("matchup weights must be non-negative with a positive sum")
+        self.weights = weights / weights.sum()
+        self.concurrency = concurrency
+        self.seed = seed
+        self.generation_calls = 0
+
+    def run(self, *, games: int | None = None, turns: int | None = None) -> Rollout:
+        """Play until ``games`` games have finished, or ``turns`` LLM turns were taken (the
+        games then live are played to their end, so every sample has its reward)."""
+        if (games is None) == (turns is None):
+            raise ValueError("give exactly one of games= or turns=")
+        rng = np.random.default_rng([self.seed, 0])
+        live: list[_LiveGame] = []
+        samples: list[TurnSample] = []
+        records: list[GameRecord] = []
+        started = 0
+
+        def want_more() -> bool:
+            if games is not None:
+                return started < games
+            return sum(len(g.samples) for g in live) + len(samples) < turns  # type: ignore[operator]
+
+        while True:
+            while len(live) < self.concurrency and want_more():
+                live.append(self._start(started, rng))
+                started += 1
+            if not live:
+                break
+            for game in live:
+                self._play_agents(game)
+            waiting = [g for g in live if not g.over]
+            groups: dict[int, list[_LiveGame]] = {}
+            for game in waiting:
+                policy = game.seats[game.env.agent_selection]
+                groups.setdefault(id(policy), []).append(game)
+            for group in groups.values():
+                self._generate(group)
+            for game in [g for g in live if g.over]:
+                live.remove(game)
+                samples.extend(self._finish(game))
+                records.append(game.record)
+        records.sort(key=lambda r: r.seed)
+        return Rollout(samples=samples, games=records)
+
+    # --- one game ------------------------------------------------------------------------
+    def _start(self, episode: int, rng: np.random.Generator) -> _LiveGame:
+        index = int(rng.choice(len(self.matchups), p=self.weights))
+        matchup = self.matchups[index]
+        seats = list(matchup.seats)
+        if matchup.alternate_seats and episode % 2 == 1:
+            seats.reverse()
+        seat_map = {
+            seat: s if isinstance(s, LLMPolicy) else as_agent(s) for seat, s in zip(SEATS, seats)
+        }
+        env = spiral_envs.env(matchup.game, **matchup.env_kwargs)
+        env_seed = int(np.random.SeedSequence([self.seed, 1, episode]).generate_state(1)[0])
+        env.reset(seed=env_seed)
+        for seat in seat_map.values():
+            if not isinstance(seat, LLMPolicy):
+                reset_agent(seat)
+        names = {seat: _name(s) for seat, s in seat_map.items()}
+        record = GameRecord(
+            game=matchup.game,
+            seed=env_seed,
+            agents=names,
+            env_kwargs=dict(matchup.env_kwargs),
+            pairing=[_name(matchup.seats[0]), _name(matchup.seats[1])],
+        )
+        return _LiveGame(episode, env, seat_map, record)
+
+    def _play_agents(self, game: _LiveGame) -> None:
+        """Let non-LLM seats move until an LLM seat is to move or the game is over."""
+        env = game.env
+        while not game.over and not isinstance(game.seats[env.agent_selection], LLMPolicy):
+            seat = env.agent_selection
+            try:
+                action = game.seats[seat].act(env.observe(seat))
+                self._step(game, seat, action)
+            except Exception as error:  # noqa: BLE001 - a failing agent ends only its game
+                game.record.error = f"{seat} raised {type(error).__name__}: {error}"
+                game.forfeit_by = seat
+
+    def _generate(self, group: list[_LiveGame]) -> None:
+        policy: LLMPolicy = group[0].seats[group[0].env.agent_selection]
+        seats = [g.env.agent_selection for g in group]
+        prompts = [policy.prompt(g.env.observe(seat)["text"]) for g, seat in zip(group, seats)]
+        seeds = [
+            int(np.random.SeedSequence([self.seed, 2, g.episode, g.turn]).generate_state(1)[0])
+            for g in group
+        ]
+        sampling = replace(policy.sampling, n=1)
+        outputs = policy.backend.generate(prompts, sampling, seeds)
+        self.generation_calls += 1
+        for game, seat, prompt, output in zip(group, seats, prompts, outputs):
+            generation = output[0]
+            answer = extract_answer(generation.text, generation.finish_reason, generation.error)
+            action = answer.action if answer.action is not None else spiral_envs.Invalid(answer.reason)
+            self._step(game, seat, action)
+            info = game.env.infos.get(seat, {})
+            invalid = answer.invalid or bool(info.get("invalid_move"))
+            game.samples.append(
+                TurnSample(
+                    episode=game.episode,
+                    game=game.record.game,
+                    seat=seat,
+                    role=SEATS.index(seat),
+                    turn=game.turn - 1,
+                    policy=policy.name,
+                    prompt_token_ids=list(prompt) if prompt and isinstance(prompt[0], int) else [],
+                    response_token_ids=list(generation.token_ids),
+                    logprobs=None if generation.logprobs is None else list(generation.logprobs),
+                    finish_reason=generation.finish_reason,
+                    text=generation.text,
+                    action=answer.action,
+                    invalid=invalid,
+                    invalid_reason=answer.reason if answer.invalid else info.get("reason") if invalid else None,
+                )
+            )
+
+    def _step(self, game: _LiveGame, seat: str, action: Any) -> None:
+        names = game.env.game.actions
+        if isinstance(action, np.integer):
+            action = int(action)
+        game.env.step(action)
+        game.turn += 1
+        invalid = bool(game.env.infos[seat].get("invalid_move"))
+        text = (
+            names[action] if isinstance(action, int) and names is not None
+            else action.reason if isinstance(action, spiral_envs.Invalid) else action
+        )  # fmt: skip
+        recorded = None if isinstance(action, spiral_envs.Invalid) else action
+        game.record.moves.append(
+            {"seat": seat, "action": recorded, "action_text": text, "invalid": invalid}
+        )
+
+    def _finish(self, game: _LiveGame) -> list[TurnSample]:
+        env, record = game.env, game.record
+        if game.forfeit_by is not None:
+            loser = game.forfeit_by
+            winner = SEATS[1 - SEATS.index(loser)]
+            record.rewards = {loser: -1.0, winner: 1.0}
+            record.outcome = {loser: "loss", winner: "win"}
+            record.ended_by = "forfeit"
+        else:
+            record.rewards = {seat: float(env._cumulative_rewards[seat]) for seat in SEATS}
+            record.outcome = {seat: env.infos[seat]["outcome"] for seat in SEATS}
+            record.ended_by = env.infos[SEATS[0]]["ended_by"]
+        for sample in game.samples:
+            sample.reward = record.rewards[sample.seat]
+        return game.samples
+
+
+def _game_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    adapter = {"render_mode", "invalid_move", "max_turns"}
+    return {k: v for k, v in env_kwargs.items() if k not in adapter}
+
+
+def save_samples(samples: Iterable[TurnSample], path: str | Path) -> None:
+    """Write turn samples as JSONL, one sample a line."""
+    with open(path, "w", encoding="utf-8") as out:
+        for sample in samples:
+            out.write(json.dumps(asdict(sample)) + "\n")
+
+
+def load_samples(path: str | Path) -> list[TurnSample]:
+    with open(path, encoding="utf-8") as source:
+        return [TurnSample(**json.loads(line)) for line in source if line.strip()]

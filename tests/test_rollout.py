@@ -1,0 +1,173 @@
+"""The rollout engine, with a scripted backend (exact, fast) and the real tiny Qwen3."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from spiral_agents import RandomAgent
+from spiral_agents.arena import summarize
+from spiral_agents.llm.backend import Generation, SamplingConfig
+from spiral_agents.llm.prompts import BaseModelTemplate
+from spiral_agents.llm.rollout import (
+    LLMPolicy,
+    Matchup,
+    RolloutEngine,
+    load_samples,
+    save_samples,
+)
+
+
+class ByteTokenizer:
+    """Token id = byte value; enough for prompts and decoding checks."""
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        return {"input_ids": list(text.encode())}
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return bytes(ids).decode()
+
+
+class ScriptedBackend:
+    """Answers with a random legal move read from the prompt (seeded per request), or with
+    a broken answer on request; records every call."""
+
+    def __init__(self, broken_every: int = 0) -> None:
+        self.tokenizer = ByteTokenizer()
+        self.calls: list[int] = []
+        self.broken_every = broken_every
+
+    def generate(self, prompts, sampling: SamplingConfig, seeds=None) -> list[list[Generation]]:
+        self.calls.append(len(prompts))
+        out = []
+        for prompt, seed in zip(prompts, seeds):
+            text = self.tokenizer.decode(prompt)
+            rng = np.random.default_rng(seed)
+            legal = re.findall(r"\[[^\]]+\]", text.rsplit("Your legal moves:", 1)[-1].split("\n")[0])
+            if "Your legal moves:" not in text:  # free-text game: say something valid
+                legal = ["[Deny]"] if "Standing offer to you" in text else ["Hello there."]
+            move = legal[int(rng.integers(len(legal)))]
+            response = f"<think>thinking</think> The answer is \\boxed{{{move}}}"
+            finish = "stop"
+            if self.broken_every and seed % self.broken_every == 0:
+                response, finish = "I keep thinking and thinking", "length"
+            ids = list(response.encode())
+            out.append([Generation(response, ids, [-0.5] * len(ids), finish)])
+        return out
+
+
+def policy(backend=None, name="scripted") -> LLMPolicy:
+    return LLMPolicy(backend or ScriptedBackend(), BaseModelTemplate(), SamplingConfig(), name)
+
+
+MIX = ["TicTacToe-v0", "KuhnPoker-v1", "SimpleNegotiation-v1"]
+
+
+def test_self_play_batches_every_waiting_game_in_one_call() -> None:
+    llm = policy()
+    engine = RolloutEngine([Matchup(g, (llm, llm)) for g in MIX], concurrency=16, seed=0)
+    rollout = engine.run(games=16)
+    assert len(rollout.games) == 16
+    # the first step sends all 16 games at once, whichever seat each waits on
+    assert llm.backend.calls[0] == 16
+    assert engine.generation_calls == len(llm.backend.calls)
+    assert sum(llm.backend.calls) == len(rollout.samples)
+
+
+def test_samples_decode_back_and_rewards_sit_on_the_right_role() -> None:
+    llm = policy()
+    rollout = RolloutEngine([Matchup(g, (llm, llm)) for g in MIX], concurrency=8, seed=1).run(games=24)
+    decode = llm.backend.tokenizer.decode
+    by_episode = {}
+    for sample in rollout.samples:
+        assert decode(sample.prompt_token_ids).startswith("<|im_start|>user\n")
+        assert decode(sample.response_token_ids) == sample.text
+        assert len(sample.logprobs) == len(sample.response_token_ids)
+        by_episode.setdefault(sample.episode, []).append(sample)
+    records = {r.seed: r for r in rollout.games}
+    assert len(by_episode) == 24
+    for record in rollout.games:
+        assert sum(record.rewards.values()) == pytest.approx(0.0)
+    for samples in by_episode.values():
+        seats = {s.seat: s.reward for s in samples}
+        for seat, reward in seats.items():
+            assert all(s.reward == reward for s in samples if s.seat == seat)
+        if len(seats) == 2:
+            assert sum(seats.values()) == pytest.approx(0.0)
+    assert len(records) == 24
+
+
+def test_seeded_runs_reproduce_exactly() -> None:
+    def run(concurrency: int):
+        llm = policy()
+        engine = RolloutEngine([Matchup(g, (llm, llm)) for g in MIX], concurrency=concurrency, seed=7)
+        return engine.run(games=12)
+
+    a, b = run(4), run(4)
+    assert [s.text for s in a.samples] == [s.text for s in b.samples]
+    assert [r.moves for r in a.games] == [r.moves for r in b.games]
+
+
+def test_llm_against_a_builtin_agent_alternates_seats_and_feeds_the_arena() -> None:
+    llm = policy()
+    engine = RolloutEngine([Matchup("TicTacToe-v0", (llm, RandomAgent(seed=0)))], concurrency=8)
+    rollout = engine.run(games=20)
+    assert {s.seat for s in rollout.samples} == {"player_0", "player_1"}
+    assert all(s.policy == "scripted" for s in rollout.samples)
+    (result,) = summarize(rollout.games)
+    assert (result.a, result.b, result.games) == ("scripted", "random", 20)
+    assert result.a_invalid == 0
+
+
+def test_no_answer_is_an_invalid_move_that_ends_only_its_game() -> None:
+    llm = policy(ScriptedBackend(broken_every=3))
+    rollout = RolloutEngine([Matchup("TicTacToe-v0", (llm, llm))], concurrency=8, seed=3).run(games=30)
+    broken = [s for s in rollout.samples if s.finish_reason == "length"]
+    assert broken and all(s.invalid and "cut off" in s.invalid_reason for s in broken)
+    assert all(s.reward == -1.0 for s in broken)
+    assert len(rollout.games) == 30
+
+
+def test_turn_target_finishes_live_games() -> None:
+    llm = policy()
+    rollout = RolloutEngine([Matchup("KuhnPoker-v1", (llm, llm))], concurrency=4).run(turns=50)
+    assert len(rollout.samples) >= 50
+    assert all(s.reward is not None for s in rollout.samples)
+
+
+def test_crashing_agent_forfeits_its_game_only() -> None:
+    def crash(observation):
+        raise RuntimeError("agent bug")
+
+    llm = policy()
+    rollout = RolloutEngine([Matchup("TicTacToe-v0", (llm, crash))], concurrency=4).run(games=6)
+    assert len(rollout.games) == 6
+    assert all("agent bug" in r.error for r in rollout.games)
+    assert all(s.reward == 1.0 for s in rollout.samples)
+
+
+def test_weights_and_bad_arguments() -> None:
+    llm = policy()
+    engine = RolloutEngine(
+        [Matchup("TicTacToe-v0", (llm, llm), weight=3), Matchup("KuhnPoker-v1", (llm, llm), weight=1)],
+        concurrency=8,
+    )
+    games = engine.run(games=200).games
+    share = sum(g.game == "TicTacToe-v0" for g in games) / len(games)
+    assert 0.65 < share < 0.85
+    with pytest.raises(ValueError):
+        RolloutEngine([])
+    with pytest.raises(KeyError):
+        RolloutEngine([Matchup("Chess-v0", (llm, llm))])
+    with pytest.raises(ValueError):
+        engine.run()
+
+
+def test_samples_jsonl_round_trip(tmp_path) -> None:
+    llm = policy()
+    rollout = RolloutEngine([Matchup("SimpleNegotiation-v1", (llm, llm))], concurrency=2).run(games=2)
+    save_samples(rollout.samples, tmp_path / "s.jsonl")
+    assert load_samples(tmp_path / "s.jsonl") == rollout.samples
