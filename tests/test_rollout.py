@@ -171,3 +171,18 @@ def test_samples_jsonl_round_trip(tmp_path) -> None:
     rollout = RolloutEngine([Matchup("SimpleNegotiation-v1", (llm, llm))], concurrency=2).run(games=2)
     save_samples(rollout.samples, tmp_path / "s.jsonl")
     assert load_samples(tmp_path / "s.jsonl") == rollout.samples
+
+
+def test_llm_agent_and_evaluate_through_the_engine() -> None:
+    from spiral_agents.arena import play_game
+    from spiral_agents.llm.agent import LLMAgent, evaluate
+
+    llm = policy()
+    agent = LLMAgent(llm)
+    record = play_game("TicTacToe-v0", {"player_0": agent, "player_1": RandomAgent(seed=1)}, seed=0)
+    assert record.error is None and "\\boxed" in agent.last_generation.text
+    records = evaluate(llm, ["random", "minimax", "kuhn-nash"], ["TicTacToe-v0", "KuhnPoker-v1"], 10)
+    rows = {(r.game, r.b): r for r in summarize(records)}
+    assert set(rows) == {("TicTacToe-v0", "random"), ("TicTacToe-v0", "minimax"), ("KuhnPoker-v1", "random"), ("KuhnPoker-v1", "kuhn-nash")}
+    assert rows[("TicTacToe-v0", "minimax")].wins == 0
+    assert all(r.games == 10 for r in rows.values())
