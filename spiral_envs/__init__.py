@@ -10,9 +10,11 @@ Importing this package registers every game under ``spiral/<id>``::
 
 from spiral_envs.aec import AGENTS, InvalidMovePolicy, SpiralAECEnv
 from spiral_envs.core import Game, GameState, Invalid, MessageLog, Parsed
+from spiral_envs.games.connect_four import ConnectFour
 from spiral_envs.games.kuhn_poker import KuhnPoker
 from spiral_envs.games.liars_dice import LiarsDice
 from spiral_envs.games.negotiation import SimpleNegotiationV0, SimpleNegotiationV1
+from spiral_envs.games.nim import Nim
 from spiral_envs.games.pig_dice import PigDice, PigDiceV0
 from spiral_envs.games.tictactoe import TicTacToe
 from spiral_envs.games.truth_and_deception import TruthAndDeception
@@ -28,6 +30,8 @@ _BUILT_IN_GAMES = (
     PigDiceV0,
     LiarsDice,
     TruthAndDeception,
+    ConnectFour,
+    Nim,
 )
 for _game in _BUILT_IN_GAMES:
     register_game(_game)

@@ -149,13 +149,14 @@ class SpiralAECEnv(AECEnv):
     def observe(self, agent: str) -> dict[str, Any]:
         state = self.state
         player = 0 if agent == "player_0" else 1
-        my_turn = state.to_move(player) and agent in self.agents and not self.truncations[agent]
+        live = agent in self.agents and not (self.terminations[agent] or self.truncations[agent])
+        my_turn = live and state.to_move(player)
         obs: dict[str, Any] = {"observation": state.observation(player)}
         if self._no_moves is not None:
             obs["action_mask"] = state.action_mask() if my_turn else self._no_moves.copy()
         if my_turn:
             prompt = state.moves_text()
-        elif state.terminal or agent not in self.agents or self.truncations[agent]:
+        elif not live or state.terminal:
             prompt = "The game is over."
         else:
             prompt = f"Waiting for Player {state.current_player} to move."

@@ -113,3 +113,9 @@ def test_non_integer_actions_from_code_raise() -> None:
     for bad in (1.5, None, [1], True):
         with pytest.raises(ValueError):
             env.step(bad)
+
+
+def test_text_says_the_game_is_over_after_an_invalid_final_move() -> None:
+    env = play(["nothing"])
+    for agent in ("player_0", "player_1"):
+        assert env.observe(agent)["text"].endswith("The game is over.")
