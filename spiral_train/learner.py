@@ -1,0 +1,192 @@
+"""The learner: PPO updates of a causal LM on turn samples (prompt tokens carry no loss).
+
+Old log-probs are recomputed by the learner before the first update of a batch; each epoch
+walks the batch in shuffled mini-batches, each one optimizer step, accumulated over
+micro-batches. The loss core is :func:`spiral_train.loss.policy_loss`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from spiral_train.loss import LossConfig, policy_loss
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    learning_rate: float = 1e-6
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    epochs: int = 2
+    minibatches: int = 1
+    """Optimizer steps per epoch (the batch is split into this many mini-batches)."""
+    micro_batch_size: int = 8
+    """Sequences per forward/backward pass (gradient accumulation over the mini-batch)."""
+    max_grad_norm: float = 1.0
+    bf16: bool = True
+    """bfloat16 autocast where the device supports it (CUDA); CPU runs float32."""
+    gradient_checkpointing: bool = False
+    loss: LossConfig = LossConfig()
+
+
+@dataclass
+class Batch:
+    """Right-padded prompt+response tokens; ``mask`` marks response tokens (the only ones
+    with a loss); ``advantages`` and ``sampler_logprobs`` are aligned with the tokens they
+    score (position t holds the value for token t+1 of ``input_ids``)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    mask: torch.Tensor
+    advantages: torch.Tensor
+    sampler_logprobs: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def select(self, index: Sequence[int] | torch.Tensor) -> Batch:
+        return Batch(*(t[index] for t in (self.input_ids, self.attention_mask, self.mask, self.advantages, self.sampler_logprobs)))
+
+
+def pack(samples: Sequence[Any], advantages: Sequence[float], pad_id: int) -> Batch:
+    """Pack turn samples (with ``prompt_token_ids``, ``response_token_ids`` and optional
+    ``logprobs``) into a :class:`Batch`."""
+    lengths = [len(s.prompt_token_ids) + len(s.response_token_ids) for s in samples]
+    width = max(lengths)
+    n = len(samples)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, width), dtype=torch.long)
+    mask = torch.zeros((n, width - 1))
+    adv = torch.zeros((n, width - 1))
+    sampler = torch.zeros((n, width - 1))
+    for i, (sample, advantage) in enumerate(zip(samples, advantages)):
+        prompt, response = sample.prompt_token_ids, sample.response_token_ids
+        tokens = list(prompt) + list(response)
+        input_ids[i, : len(tokens)] = torch.tensor(tokens)
+        attention[i, : len(tokens)] = 1
+        start, end = len(prompt) - 1, len(tokens) - 1  # predictions of the response tokens
+        mask[i, start:end] = 1
+        adv[i, start:end] = advantage
+        if sample.logprobs is not None:
+            sampler[i, start:end] = torch.tensor(sample.logprobs, dtype=torch.float32)
+    return Batch(input_ids, attention, mask, adv, sampler)
+
+
+def token_logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Log-prob of every next token under ``model``: shape [batch, tokens - 1]."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    logits = logits.float()
+    return torch.gather(logits.log_softmax(-1), 2, batch.input_ids[:, 1:, None]).squeeze(-1)
+
+
+class Learner:
+    """Owns the trained model, its optimizer and learning-rate schedule."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: LearnerConfig,
+        pad_id: int,
+        reference: torch.nn.Module | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.pad_id = pad_id
+        self.reference = reference
+        self.device = next(model.parameters()).device
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            params, lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay
+        )
+        warmup = max(config.warmup_steps, 0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+        )
+        self.generator = torch.Generator().manual_seed(seed)
+        if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+            model.gradient_checkpointing_enable()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.config.bf16 and self.device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _micro_batches(self, batch: Batch) -> list[Batch]:
+        size = self.config.micro_batch_size
+        return [batch.select(list(range(i, min(i + size, len(batch))))) for i in range(0, len(batch), size)]
+
+    def _to_device(self, batch: Batch) -> Batch:
+        return Batch(*(t.to(self.device) for t in (batch.input_ids, batch.attention_mask, batch.mask, batch.advantages, batch.sampler_logprobs)))
+
+    @torch.no_grad()
+    def _logprobs_of(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        parts = []
+        for micro in self._micro_batches(batch):
+            with self._autocast():
+                parts.append(token_logprobs(model, self._to_device(micro)).cpu())
+        width = batch.input_ids.shape[1] - 1
+        return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
+
+    def update(self, samples: Sequence[Any], advantages: Sequence[float]) -> dict[str, float]:
+        """PPO epochs over one batch of turn samples; returns the update's metrics."""
+        start = time.perf_counter()
+        batch = pack(samples, advantages, self.pad_id)
+        self.model.eval()
+        old = self._logprobs_of(self.model, batch)
+        ref = self._logprobs_of(self.reference, batch) if self.reference is not None else None
+        self.model.train()
+        cfg = self.config
+        totals = {"loss": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0, "kl": 0.0}
+        steps = 0
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(batch), generator=self.generator)
+            for chunk in order.chunk(max(1, min(cfg.minibatches, len(batch)))):
+                self.optimizer.zero_grad(set_to_none=True)
+                minibatch_loss, clip_sum, kl_sum, tokens = 0.0, 0.0, 0.0, 0.0
+                for micro_index in chunk.split(cfg.micro_batch_size):
+                    micro = self._to_device(batch.select(micro_index))
+                    width = micro.input_ids.shape[1] - 1
+                    with self._autocast():
+                        logprobs = token_logprobs(self.model, micro)
+                    loss, stats = policy_loss(
+                        logprobs,
+                        old[micro_index, :width].to(self.device),
+                        micro.advantages,
+                        micro.mask,
+                        cfg.loss,
+                        sampler_logprobs=micro.sampler_logprobs,
+                        ref_logprobs=None if ref is None else ref[micro_index, :width].to(self.device),
+                    )
+                    loss.backward()
+                    n_tokens = float(micro.mask.sum())
+                    minibatch_loss += float(loss)
+                    clip_sum += stats["clip_fraction"] * n_tokens
+                    kl_sum += stats.get("kl", 0.0) * n_tokens
+                    tokens += n_tokens
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                steps += 1
+                totals["loss"] += minibatch_loss
+                totals["clip_fraction"] += clip_sum / max(tokens, 1.0)
+                totals["kl"] += kl_sum / max(tokens, 1.0)
+                totals["grad_norm"] += float(grad_norm)
+        self.model.eval()
+        seconds = time.perf_counter() - start
+        trained_tokens = int(batch.attention_mask.sum()) * (cfg.epochs + 1 + (ref is not None))
+        metrics = {k: v / steps for k, v in totals.items()}
+        metrics.update(
+            learning_rate=self.scheduler.get_last_lr()[0],
+            learner_seconds=seconds,
+            learner_tokens_per_second=trained_tokens / seconds,
+            optimizer_steps=steps,
+        )
+        return metrics
