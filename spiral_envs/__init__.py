@@ -16,6 +16,7 @@ from spiral_envs.games.liars_dice import LiarsDice
 from spiral_envs.games.negotiation import SimpleNegotiationV0, SimpleNegotiationV1
 from spiral_envs.games.nim import Nim
 from spiral_envs.games.pig_dice import PigDice, PigDiceV0
+from spiral_envs.games.snake import Snake
 from spiral_envs.games.tictactoe import TicTacToe
 from spiral_envs.games.truth_and_deception import TruthAndDeception
 from spiral_envs.gym import SingleAgentEnv
@@ -32,6 +33,7 @@ _BUILT_IN_GAMES = (
     TruthAndDeception,
     ConnectFour,
     Nim,
+    Snake,
 )
 for _game in _BUILT_IN_GAMES:
     register_game(_game)
