@@ -167,7 +167,7 @@ class Learner:
                     )
                     loss.backward()
                     n_tokens = float(micro.mask.sum())
-                    minibatch_loss += float(loss)
+                    minibatch_loss += float(loss.detach())
                     clip_sum += stats["clip_fraction"] * n_tokens
                     kl_sum += stats.get("kl", 0.0) * n_tokens
                     tokens += n_tokens

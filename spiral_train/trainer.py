@@ -1,0 +1,317 @@
+"""The self-play loop: actor (rollout engine, current policy in both seats) -> RAE -> learner
+-> weights to the generator, with metrics, evaluation and checkpoints.
+
+Read top to bottom: :meth:`Trainer.step` is one policy update.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spiral_agents.arena import summarize
+from spiral_agents.llm.agent import evaluate
+from spiral_agents.llm.backend import SamplingConfig
+from spiral_agents.llm.prompts import make_template
+from spiral_agents.llm.rollout import LLMPolicy, Matchup, RolloutEngine, TurnSample
+from spiral_train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
+from spiral_train.config import TrainConfig, to_dict
+from spiral_train.learner import Learner, LearnerConfig
+from spiral_train.loss import LossConfig
+from spiral_train.metrics import MetricsLogger
+from spiral_train.rae import RoleBaselines
+from spiral_train.scoring import ModelKuhnScorer
+from spiral_train.warm_start import warm_start
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_model(config: TrainConfig) -> tuple[torch.nn.Module, Any]:
+    """Tokenizer and trainable model (LoRA-wrapped when ``model.lora_rank > 0``)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = config.model.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" else "float32"
+    tokenizer = AutoTokenizer.from_pretrained(config.model.path)
+    model = AutoModelForCausalLM.from_pretrained(config.model.path, dtype=getattr(torch, dtype)).to(device)
+    if config.model.lora_rank:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=config.model.lora_rank,
+            lora_alpha=config.model.lora_alpha,
+            lora_dropout=config.model.lora_dropout,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    model.eval()
+    return model, tokenizer
+
+
+def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Full-model weights under the base model's names (LoRA adapters merged in)."""
+    if hasattr(model, "merge_and_unload"):
+        model.merge_adapter()
+        try:
+            base = model.get_base_model()
+            state = {
+                k.replace(".base_layer", ""): v.detach().clone()
+                for k, v in base.state_dict().items()
+                if "lora_" not in k
+            }
+        finally:
+            model.unmerge_adapter()
+        return state
+    return model.state_dict()
+
+
+class Trainer:
+    """Self-play training of one policy over a weighted mix of games."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config.validate()
+        if config.generator.backend == "openai":
+            raise ValueError(
+                "training needs a local generator (vllm or transformers); the openai backend "
+                "serves evaluation against hosted models"
+            )
+        seed_everything(config.seed)
+        if config.build_tiny_model:
+            from spiral_agents.llm.tiny import ensure_tiny_qwen3
+
+            ensure_tiny_qwen3(config.model.path, seed=config.seed)
+        self.output = Path(config.output_dir)
+        self.model, self.tokenizer = load_model(config)
+        self.backend = self._generator()
+        s = config.sampling
+        self.policy = LLMPolicy(
+            self.backend,
+            make_template(config.model.template, config.model.path),
+            SamplingConfig(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_tokens=s.max_tokens),
+            name="policy",
+        )
+        invalid = {
+            "retries": config.rewards.invalid_retries,
+            "offender_reward": config.rewards.invalid_offender,
+            "opponent_reward": config.rewards.invalid_opponent,
+        }
+        self.matchups = []
+        for game in config.games:
+            env_kwargs = {"invalid_move": invalid, **game.env_kwargs}
+            if config.rewards.max_turns is not None:
+                env_kwargs.setdefault("max_turns", config.rewards.max_turns)
+            self.matchups.append(Matchup(game.id, (self.policy, self.policy), game.weight, env_kwargs))
+        lc = config.learner
+        self.learner = Learner(
+            self.model,
+            LearnerConfig(
+                learning_rate=lc.learning_rate,
+                weight_decay=lc.weight_decay,
+                warmup_steps=lc.warmup_steps,
+                epochs=lc.epochs,
+                minibatches=lc.minibatches,
+                micro_batch_size=lc.micro_batch_size,
+                max_grad_norm=lc.max_grad_norm,
+                bf16=lc.bf16,
+                gradient_checkpointing=lc.gradient_checkpointing,
+                loss=LossConfig(lc.clip, lc.normaliser, lc.importance_cap, lc.kl_coef),
+            ),
+            pad_id=self.tokenizer.pad_token_id,
+            reference=self._reference() if lc.kl_coef else None,
+            seed=config.seed,
+        )
+        self.baselines = RoleBaselines(config.rae.alpha, config.rae.update_first)
+        self.step_index = 0
+        self.samples_seen = 0
+        self.games_seen = 0
+
+    def _generator(self) -> Any:
+        if self.config.generator.backend == "transformers":
+            from spiral_agents.llm.hf_backend import TransformersBackend
+
+            return TransformersBackend(self.model, tokenizer=self.tokenizer)
+        from spiral_agents.llm.vllm_backend import VLLMBackend
+
+        g = self.config.generator
+        return VLLMBackend(
+            self.config.model.path,
+            gpu_memory_utilization=g.gpu_memory_utilization,
+            max_model_len=g.max_model_len,
+            seed=self.config.seed,
+            enable_sleep_mode=g.sleep_while_learning,
+        )
+
+    def _reference(self) -> torch.nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        reference = AutoModelForCausalLM.from_pretrained(self.config.model.path, dtype=next(self.model.parameters()).dtype)
+        return reference.to(next(self.model.parameters()).device).eval().requires_grad_(False)
+
+    # --- one policy update -----------------------------------------------------------------
+    def step(self) -> dict[str, float]:
+        config = self.config
+        start = time.perf_counter()
+        engine = RolloutEngine(self.matchups, concurrency=config.concurrency, seed=config.seed * 100_003 + self.step_index)
+        rollout = engine.run(turns=config.samples_per_step)
+        generated = time.perf_counter()
+
+        samples = [s for s in rollout.samples if s.response_token_ids]
+        advantages = self.baselines.advantages(samples)
+        metrics = self._game_metrics(rollout.samples, samples, advantages)
+        if config.rae.drop_zero_advantage:
+            kept = [(s, a) for s, a in zip(samples, advantages) if a != 0.0]
+            samples, advantages = [s for s, _ in kept], [a for _, a in kept]
+        sleep = getattr(self.backend, "sleep", None)
+        if config.generator.sleep_while_learning and callable(sleep):
+            sleep()
+        if samples:
+            metrics.update(self.learner.update(samples, advantages))
+        learned = time.perf_counter()
+        wake = getattr(self.backend, "wake_up", None)
+        if config.generator.sleep_while_learning and callable(wake):
+            wake()
+        update_weights = getattr(self.backend, "update_weights", None)
+        if config.generator.backend != "transformers" and callable(update_weights):
+            update_weights(merged_state_dict(self.model))
+        synced = time.perf_counter()
+
+        generated_tokens = sum(len(s.response_token_ids) for s in rollout.samples)
+        self.step_index += 1
+        self.samples_seen += len(rollout.samples)
+        self.games_seen += len(rollout.games)
+        metrics.update(
+            samples=len(rollout.samples),
+            trained_samples=len(samples),
+            games=len(rollout.games),
+            generation_calls=engine.generation_calls,
+            time_generation=generated - start,
+            time_learning=learned - generated,
+            time_weight_sync=synced - learned,
+            generation_tokens_per_second=generated_tokens / max(generated - start, 1e-9),
+        )
+        return metrics
+
+    def _game_metrics(self, all_samples: list[TurnSample], trained: list[TurnSample], advantages: list[float]) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        groups: dict[tuple[str, int], list[TurnSample]] = defaultdict(list)
+        for sample in all_samples:
+            groups[(sample.game, sample.role)].append(sample)
+        advantage_of = defaultdict(list)
+        for sample, advantage in zip(trained, advantages):
+            advantage_of[(sample.game, sample.role)].append(advantage)
+        for (game, role), group in sorted(groups.items()):
+            prefix = f"{game}/role{role}/"
+            returns = {s.episode: s.reward for s in group}.values()
+            metrics[prefix + "return"] = statistics.fmean(returns)
+            metrics[prefix + "win_rate"] = statistics.fmean(r > 0 for r in returns)
+            metrics[prefix + "draw_rate"] = statistics.fmean(r == 0 for r in returns)
+            metrics[prefix + "loss_rate"] = statistics.fmean(r < 0 for r in returns)
+            metrics[prefix + "invalid_rate"] = statistics.fmean(s.invalid for s in group)
+            metrics[prefix + "response_tokens"] = statistics.fmean(len(s.response_token_ids) for s in group)
+            metrics[prefix + "baseline"] = self.baselines.baseline(game, role)
+            values = advantage_of[(game, role)]
+            if values:
+                metrics[prefix + "advantage_mean"] = statistics.fmean(values)
+                metrics[prefix + "advantage_std"] = statistics.pstdev(values)
+        metrics["invalid_rate"] = statistics.fmean(s.invalid for s in all_samples) if all_samples else 0.0
+        return metrics
+
+    # --- evaluation ------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """Win rates (Wilson 95 %) against fixed opponents; Kuhn exploitability of the policy."""
+        e = self.config.eval
+        metrics: dict[str, float] = {}
+        if e.games and e.opponents and e.game_ids:
+            sampling = replace(self.policy.sampling, temperature=e.temperature, top_p=e.top_p)
+            policy = LLMPolicy(self.backend, self.policy.template, sampling, name="policy")
+            trained = {g.id: g.env_kwargs for g in self.config.games}
+            records = []
+            for game_id in e.game_ids:  # a training game is evaluated in its training variant
+                records += evaluate(policy, e.opponents, [game_id], e.games, concurrency=self.config.concurrency, seed=10_000 + self.config.seed, env_kwargs=trained.get(game_id))
+            for result in summarize(records):
+                low, high = result.win_interval
+                prefix = f"eval/{result.game}/vs_{result.b}/"
+                metrics[prefix + "win_rate"] = result.win_rate
+                metrics[prefix + "win_rate_low"] = low
+                metrics[prefix + "win_rate_high"] = high
+                metrics[prefix + "non_loss_rate"] = (result.wins + result.draws) / result.games
+                metrics[prefix + "invalid_rate"] = result.a_invalid / max(result.a_moves, 1)
+        if e.kuhn_exploitability:
+            from spiral_agents.exact import kuhn_exploitability
+
+            scorer = ModelKuhnScorer(self.model, self.tokenizer, self.policy.template)
+            metrics["eval/kuhn_exploitability"] = kuhn_exploitability(scorer)
+        return metrics
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def save(self) -> Path:
+        state = TrainerState(self.step_index, self.samples_seen, self.games_seen, self.baselines.state_dict(), to_dict(self.config))
+        return save_checkpoint(self.output / "checkpoints", state, self.model, self.learner.optimizer, self.learner.scheduler, self.learner.generator)
+
+    def resume(self) -> bool:
+        """Continue from the latest checkpoint in the output folder, if there is one."""
+        path = latest_checkpoint(self.output / "checkpoints")
+        if path is None:
+            return False
+        state = load_checkpoint(path, self.model, self.learner.optimizer, self.learner.scheduler, self.learner.generator)
+        self.step_index, self.samples_seen, self.games_seen = state.step, state.samples, state.games
+        self.baselines.load_state_dict(state.baselines)
+        update_weights = getattr(self.backend, "update_weights", None)
+        if self.config.generator.backend != "transformers" and callable(update_weights):
+            update_weights(merged_state_dict(self.model))
+        return True
+
+    # --- the whole run ----------------------------------------------------------------------
+    def train(self, resume: bool = False, progress: bool = True) -> list[dict[str, float]]:
+        """Warm start (fresh runs), then self-play steps with evaluation and checkpoints."""
+        from tqdm.auto import tqdm
+
+        config = self.config
+        resumed = resume and self.resume()
+        logger = MetricsLogger(self.output, tensorboard=config.tensorboard, wandb_project=config.wandb_project, config=to_dict(config))
+        history: list[dict[str, float]] = []
+        try:
+            if not resumed and config.warm_start.steps:
+                w = config.warm_start
+                loss = warm_start(self.model, self.tokenizer, self.policy.template, [g.id for g in config.games], [g.env_kwargs for g in config.games], w.steps, w.batch_size, w.learning_rate, config.seed)
+                logger.log(0, {"warm_start/loss": loss})
+            if not resumed and config.eval.every:
+                first = {"step": 0, **self.evaluate()}
+                logger.log(0, first)
+                history.append(first)
+            bar = tqdm(total=config.steps, initial=self.step_index, desc="self-play", disable=not progress)
+            while self.step_index < config.steps:
+                metrics = self.step()
+                if config.eval.every and self.step_index % config.eval.every == 0:
+                    metrics.update(self.evaluate())
+                logger.log(self.step_index, metrics)
+                history.append({"step": self.step_index, **metrics})
+                if self.step_index % config.checkpoint_every == 0 or self.step_index == config.steps:
+                    self.save()
+                bar.update(1)
+                bar.set_postfix(_postfix(metrics))
+            bar.close()
+        finally:
+            logger.close()
+        return history
+
+
+def _postfix(metrics: dict[str, float]) -> dict[str, str]:
+    shown = {"loss": "loss", "invalid_rate": "invalid", "eval/kuhn_exploitability": "exploit"}
+    return {label: f"{metrics[key]:.3f}" for key, label in shown.items() if key in metrics}
+

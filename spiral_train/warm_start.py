@@ -1,0 +1,69 @@
+"""Warm start: a short supervised pass that teaches a fresh model the answer format.
+
+The targets are uniformly random legal moves written as direct answers (``\\boxed{[4]}``), so
+the model learns *how* to answer each game, not *what* is a good move: strategy is left to
+self-play.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+import spiral_envs
+from spiral_agents.llm.prompts import PromptTemplate
+from spiral_train.scoring import answer_text
+
+ADAPTER_KWARGS = ("invalid_move", "max_turns", "render_mode")
+
+
+def format_examples(tokenizer: Any, template: PromptTemplate, games: Sequence[str], env_kwargs: Sequence[dict], count: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, answer ids) pairs from random legal play of ``games``."""
+    rng = np.random.default_rng(seed)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    envs = [spiral_envs.env(g, **{k: v for k, v in kw.items() if k not in ADAPTER_KWARGS}) for g, kw in zip(games, env_kwargs)]
+    examples: list[tuple[list[int], list[int]]] = []
+    episode = 0
+    while len(examples) < count:
+        env = envs[episode % len(envs)]
+        env.reset(seed=seed + episode)
+        episode += 1
+        while not (env.terminations[env.agent_selection] or env.truncations[env.agent_selection]):
+            observation = env.observe(env.agent_selection)
+            move = env.state.random_move(rng)
+            action = move if isinstance(move, str) else env.game.actions[move]
+            prompt = template.token_ids(observation["text"], tokenizer)
+            answer = list(tokenizer(answer_text(action), add_special_tokens=False)["input_ids"]) + [end]
+            examples.append((prompt, answer))
+            env.step(move)
+    return examples[:count]
+
+
+def warm_start(model: torch.nn.Module, tokenizer: Any, template: PromptTemplate, games: Sequence[str], env_kwargs: Sequence[dict], steps: int, batch_size: int, learning_rate: float, seed: int) -> float:
+    """Fine-tune on direct answers for ``steps`` steps; returns the last batch's loss."""
+    examples = format_examples(tokenizer, template, games, env_kwargs, max(steps * batch_size // 2, batch_size), seed)
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+    generator = np.random.default_rng(seed)
+    model.train()
+    loss = torch.tensor(0.0)
+    for _ in range(steps):
+        batch = [examples[i] for i in generator.choice(len(examples), size=batch_size)]
+        width = max(len(p) + len(a) for p, a in batch)
+        ids = torch.full((batch_size, width), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((batch_size, width), -100, dtype=torch.long)
+        attention = torch.zeros((batch_size, width), dtype=torch.long)
+        for i, (prompt, answer) in enumerate(batch):
+            ids[i, : len(prompt) + len(answer)] = torch.tensor(prompt + answer)
+            labels[i, len(prompt) : len(prompt) + len(answer)] = torch.tensor(answer)
+            attention[i, : len(prompt) + len(answer)] = 1
+        loss = model(input_ids=ids.to(device), attention_mask=attention.to(device), labels=labels.to(device)).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+    model.eval()
+    return float(loss.detach())
