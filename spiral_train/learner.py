@@ -38,9 +38,12 @@ class LearnerConfig:
 
 @dataclass
 class Batch:
-    """Right-padded prompt+response tokens; ``mask`` marks response tokens (the only ones
-    with a loss); ``advantages`` and ``sampler_logprobs`` are aligned with the tokens they
-    score (position t holds the value for token t+1 of ``input_ids``)."""
+    """Left-padded prompt+response tokens, so that every response ends at the last column.
+
+    The loss only needs the last ``width`` predictions: ``targets`` [batch, width] are the
+    last ``width`` tokens; ``mask`` marks which of them are response tokens (prompt tokens
+    carry no loss); ``advantages`` and ``sampler_logprobs`` are aligned with ``targets``.
+    """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -51,39 +54,62 @@ class Batch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    @property
+    def width(self) -> int:
+        return self.mask.shape[1]
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.input_ids[:, -self.width :]
+
     def select(self, index: Sequence[int] | torch.Tensor) -> Batch:
-        return Batch(*(t[index] for t in (self.input_ids, self.attention_mask, self.mask, self.advantages, self.sampler_logprobs)))
+        return Batch(*(t[index] for t in self._tensors()))
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(t.to(device) for t in self._tensors()))
+
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.input_ids, self.attention_mask, self.mask, self.advantages, self.sampler_logprobs)
 
 
 def pack(samples: Sequence[Any], advantages: Sequence[float], pad_id: int) -> Batch:
     """Pack turn samples (with ``prompt_token_ids``, ``response_token_ids`` and optional
-    ``logprobs``) into a :class:`Batch`."""
+    ``logprobs``) into a left-padded :class:`Batch`."""
     lengths = [len(s.prompt_token_ids) + len(s.response_token_ids) for s in samples]
-    width = max(lengths)
+    length = max(lengths)
+    width = max(len(s.response_token_ids) for s in samples)
     n = len(samples)
-    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    attention = torch.zeros((n, width), dtype=torch.long)
-    mask = torch.zeros((n, width - 1))
-    adv = torch.zeros((n, width - 1))
-    sampler = torch.zeros((n, width - 1))
+    input_ids = torch.full((n, length), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, length), dtype=torch.long)
+    mask = torch.zeros((n, width))
+    adv = torch.zeros((n, width))
+    sampler = torch.zeros((n, width))
     for i, (sample, advantage) in enumerate(zip(samples, advantages)):
-        prompt, response = sample.prompt_token_ids, sample.response_token_ids
-        tokens = list(prompt) + list(response)
-        input_ids[i, : len(tokens)] = torch.tensor(tokens)
-        attention[i, : len(tokens)] = 1
-        start, end = len(prompt) - 1, len(tokens) - 1  # predictions of the response tokens
-        mask[i, start:end] = 1
-        adv[i, start:end] = advantage
+        tokens = list(sample.prompt_token_ids) + list(sample.response_token_ids)
+        input_ids[i, length - len(tokens) :] = torch.tensor(tokens)
+        attention[i, length - len(tokens) :] = 1
+        r = len(sample.response_token_ids)
+        mask[i, width - r :] = 1
+        adv[i, width - r :] = advantage
         if sample.logprobs is not None:
-            sampler[i, start:end] = torch.tensor(sample.logprobs, dtype=torch.float32)
+            sampler[i, width - r :] = torch.tensor(sample.logprobs, dtype=torch.float32)
     return Batch(input_ids, attention, mask, adv, sampler)
 
 
 def token_logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """Log-prob of every next token under ``model``: shape [batch, tokens - 1]."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
-    logits = logits.float()
-    return torch.gather(logits.log_softmax(-1), 2, batch.input_ids[:, 1:, None]).squeeze(-1)
+    """Log-probs of ``batch.targets`` under ``model``: [batch, width].
+
+    Only the last ``width + 1`` positions go through the output layer (``logits_to_keep``),
+    which for a large vocabulary is most of the memory a naive pass would take.
+    """
+    positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=positions,
+        logits_to_keep=batch.width + 1,
+    ).logits[:, :-1]
+    return torch.gather(logits.float().log_softmax(-1), 2, batch.targets[:, :, None]).squeeze(-1)
 
 
 class Learner:
@@ -123,17 +149,13 @@ class Learner:
         size = self.config.micro_batch_size
         return [batch.select(list(range(i, min(i + size, len(batch))))) for i in range(0, len(batch), size)]
 
-    def _to_device(self, batch: Batch) -> Batch:
-        return Batch(*(t.to(self.device) for t in (batch.input_ids, batch.attention_mask, batch.mask, batch.advantages, batch.sampler_logprobs)))
-
     @torch.no_grad()
     def _logprobs_of(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         parts = []
         for micro in self._micro_batches(batch):
             with self._autocast():
-                parts.append(token_logprobs(model, self._to_device(micro)).cpu())
-        width = batch.input_ids.shape[1] - 1
-        return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
+                parts.append(token_logprobs(model, micro.to(self.device)).cpu())
+        return torch.cat(parts)
 
     def update(self, samples: Sequence[Any], advantages: Sequence[float]) -> dict[str, float]:
         """PPO epochs over one batch of turn samples; returns the update's metrics."""
@@ -152,18 +174,17 @@ class Learner:
                 self.optimizer.zero_grad(set_to_none=True)
                 minibatch_loss, clip_sum, kl_sum, tokens = 0.0, 0.0, 0.0, 0.0
                 for micro_index in chunk.split(cfg.micro_batch_size):
-                    micro = self._to_device(batch.select(micro_index))
-                    width = micro.input_ids.shape[1] - 1
+                    micro = batch.select(micro_index).to(self.device)
                     with self._autocast():
                         logprobs = token_logprobs(self.model, micro)
                     loss, stats = policy_loss(
                         logprobs,
-                        old[micro_index, :width].to(self.device),
+                        old[micro_index].to(self.device),
                         micro.advantages,
                         micro.mask,
                         cfg.loss,
                         sampler_logprobs=micro.sampler_logprobs,
-                        ref_logprobs=None if ref is None else ref[micro_index, :width].to(self.device),
+                        ref_logprobs=None if ref is None else ref[micro_index].to(self.device),
                     )
                     loss.backward()
                     n_tokens = float(micro.mask.sum())

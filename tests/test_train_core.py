@@ -116,10 +116,44 @@ def test_pack_masks_prompt_tokens_and_broadcasts_advantages() -> None:
         S("g", 0, 1, -1.0, [5], [4, 3, 2], [-0.3, -0.4, -0.5]),
     ]
     batch = pack(samples, [0.7, -0.3], pad_id=0)
-    assert batch.input_ids.tolist() == [[5, 6, 7, 8, 9], [5, 4, 3, 2, 0]]
-    assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
-    # position t scores token t+1: response tokens 8, 9 are predicted at positions 2, 3
-    assert batch.mask.tolist() == [[0, 0, 1, 1], [1, 1, 1, 0]]
-    assert torch.allclose(batch.advantages, torch.tensor([[0, 0, 0.7, 0.7], [-0.3, -0.3, -0.3, 0]]))
-    expected = torch.tensor([[0, 0, -0.1, -0.2], [-0.3, -0.4, -0.5, 0]])
+    # left padding: every response ends in the last column
+    assert batch.input_ids.tolist() == [[5, 6, 7, 8, 9], [0, 5, 4, 3, 2]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]
+    assert batch.targets.tolist() == [[7, 8, 9], [4, 3, 2]]
+    assert batch.mask.tolist() == [[0, 1, 1], [1, 1, 1]]  # the prompt token 7 carries no loss
+    assert torch.allclose(batch.advantages, torch.tensor([[0, 0.7, 0.7], [-0.3, -0.3, -0.3]]))
+    expected = torch.tensor([[0, -0.1, -0.2], [-0.3, -0.4, -0.5]])
     assert torch.allclose(batch.sampler_logprobs, expected)
+
+
+def test_learner_logprobs_match_an_unpadded_forward_pass(tiny_qwen3) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from spiral_train.learner import token_logprobs
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3).eval()
+    samples = [S("g", 0, 0, 1.0, [5, 6, 7, 8, 9, 10], [11, 12], None), S("g", 0, 1, 1.0, [5, 6], [13, 14, 15], None)]
+    batch = pack(samples, [1.0, 1.0], pad_id=0)
+    with torch.no_grad():
+        packed = token_logprobs(model, batch)
+        for i, sample in enumerate(samples):
+            ids = torch.tensor([sample.prompt_token_ids + sample.response_token_ids])
+            full = model(ids).logits[0, :-1].log_softmax(-1)
+            n = len(sample.response_token_ids)
+            alone = full[-n:].gather(1, ids[0, -n:, None]).squeeze(-1)
+            assert torch.allclose(packed[i, -n:], alone, atol=1e-5)
+
+
+def test_prompt_tokens_get_no_gradient(tiny_qwen3) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from spiral_train.learner import token_logprobs
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3)
+    batch = pack([S("g", 0, 0, 1.0, [5, 6, 7, 8], [9], None)], [1.0], pad_id=0)
+    logprobs = token_logprobs(model, batch)
+    logprobs.retain_grad()
+    loss, _ = policy_loss(logprobs, logprobs.detach(), batch.advantages, batch.mask, LossConfig(normaliser=1.0))
+    loss.backward()
+    assert batch.mask.tolist() == [[1.0]] or batch.mask[0, :-1].sum() == 0
+    assert logprobs.grad[0, -1] != 0

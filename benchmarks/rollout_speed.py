@@ -1,0 +1,95 @@
+"""Rollout engine speed on the tiny Qwen3: batching gain and engine overhead.
+
+* Batching: games per second with 64 concurrent self-play games against one game at a time
+  (one prompt per generation call, as SPIRAL's public code plays Kuhn Poker), per game.
+* Overhead: a full rollout's wall time against the same backend replaying exactly the same
+  generation calls (same prompts, seeds and settings) with nothing else around them.
+
+Medians of ``--repeats`` runs. Usage:
+``python benchmarks/rollout_speed.py [--backend transformers|vllm] [--games 64]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from spiral_agents.llm.backend import SamplingConfig
+from spiral_agents.llm.prompts import BaseModelTemplate
+from spiral_agents.llm.rollout import LLMPolicy, Matchup, RolloutEngine
+from spiral_agents.llm.tiny import ensure_tiny_qwen3
+
+GAMES = {"TicTacToe-v0": {}, "KuhnPoker-v1": {"rounds": 1}, "SimpleNegotiation-v1": {}}
+
+
+class Recorder:
+    """Passes generation calls through to a backend and keeps them for replay."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend, self.tokenizer, self.calls = backend, backend.tokenizer, []
+
+    def generate(self, prompts, sampling, seeds=None):
+        self.calls.append((list(prompts), sampling, list(seeds or [])))
+        return self.backend.generate(prompts, sampling, seeds)
+
+
+def make_backend(kind: str, model: str) -> Any:
+    if kind == "vllm":
+        from spiral_agents.llm.vllm_backend import VLLMBackend
+
+        return VLLMBackend(model, max_model_len=2048)
+    from spiral_agents.llm.hf_backend import TransformersBackend
+
+    return TransformersBackend(model)
+
+
+def games_per_second(backend: Any, game: str, concurrency: int, games: int, seed: int) -> float:
+    policy = LLMPolicy(backend, BaseModelTemplate(), SamplingConfig(max_tokens=16), "tiny")
+    engine = RolloutEngine([Matchup(game, (policy, policy), env_kwargs=GAMES[game])], concurrency=concurrency, seed=seed)
+    start = time.perf_counter()
+    engine.run(games=games)
+    return games / (time.perf_counter() - start)
+
+
+def overhead_ratio(backend: Any, games: int, seed: int) -> float:
+    recorder = Recorder(backend)
+    policy = LLMPolicy(recorder, BaseModelTemplate(), SamplingConfig(max_tokens=16), "tiny")
+    matchups = [Matchup(g, (policy, policy), env_kwargs=kw) for g, kw in GAMES.items()]
+    start = time.perf_counter()
+    RolloutEngine(matchups, concurrency=64, seed=seed).run(games=games)
+    rollout = time.perf_counter() - start
+    start = time.perf_counter()
+    for prompts, sampling, seeds in recorder.calls:
+        backend.generate(prompts, sampling, seeds)
+    alone = time.perf_counter() - start
+    return alone / rollout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
+    parser.add_argument("--games", type=int, default=64, help="games per measurement")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", help="model directory (default: build the tiny Qwen3)")
+    args = parser.parse_args()
+    model = args.model or str(ensure_tiny_qwen3(os.path.join(tempfile.gettempdir(), "spiral-bench-tiny-qwen3")))
+    backend = make_backend(args.backend, model)
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; backend {args.backend}; "
+          f"tiny Qwen3; up to 16 new tokens per turn; median of {args.repeats} runs")
+    print("| game | games/s, 64 concurrent | games/s, one at a time | speed-up |\n|---|---:|---:|---:|")
+    for game in GAMES:
+        batched = statistics.median(games_per_second(backend, game, 64, args.games, r) for r in range(args.repeats))
+        single = statistics.median(games_per_second(backend, game, 1, max(args.games // 4, 8), r) for r in range(args.repeats))
+        print(f"| {game} | {batched:.1f} | {single:.1f} | {batched / single:.1f}x |")
+    ratio = statistics.median(overhead_ratio(backend, args.games, r) for r in range(args.repeats))
+    print(f"\noverhead: generation alone / full rollout wall time = {ratio:.3f} (1.0 = no overhead)")
+
+
+if __name__ == "__main__":
+    main()

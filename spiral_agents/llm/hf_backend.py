@@ -1,0 +1,383 @@
+"""Generation with Hugging Face transformers, on CPU or GPU: the fallback when vLLM is absent.
+
+:class:`TransformersBackend` runs its own sampling loop over a KV cache, so that it can give
+every output row its own random generator (a row's tokens depend only on its prompt and seed,
+not on what else is in the batch) and report the log-prob of every sampled token. It can hold
+the trainer's own module: weight updates are then shared without a copy.
+
+Conventions, chosen to agree with vLLM 0.32's defaults so the rollout engine sees the same
+thing from either backend:
+
+- ``token_ids`` include the stop token that ended a generation (vLLM appends it to the
+  output before checking for a stop); ``text`` leaves it out and skips special tokens
+  (vLLM's ``skip_special_tokens=True`` and ``include_stop_str_in_output=False``).
+- A generation stops at the tokenizer's EOS and pad tokens, the model's
+  ``generation_config.eos_token_id`` ids and ``SamplingConfig.stop_token_ids``. A stop token
+  sampled as the last allowed token still gives ``"stop"``, as in vLLM.
+- Sample ``j`` of a prompt with seed ``s`` is seeded with ``s + j`` (vLLM's parallel sampling).
+  Each row draws one uniform per token from its own CPU ``torch.Generator`` and inverts the
+  CDF, so a seed gives the same draws on any device; the tokens differ from vLLM's, whose
+  random streams are its own.
+- ``logprobs[t]`` is ``log_softmax(logits / temperature)`` at the sampled token (plain
+  ``log_softmax(logits)`` when greedy), *without* the top-k/top-p truncation: what a learner
+  recomputes with one forward pass. vLLM's default ``logprobs_mode="raw_logprobs"`` ignores
+  the temperature, so the two agree at temperature 1 (and 0); its ``"processed_logprobs"``
+  agrees at any temperature when top-k and top-p are off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spiral_agents.llm.backend import Generation, Prompt, SamplingConfig
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
+
+GREEDY_BELOW = 1e-5
+"""Temperatures under this sample greedily (vLLM's threshold)."""
+
+_Outputs = dict[tuple[int, int], Generation]
+"""Generations by (prompt index, sample index)."""
+
+
+@dataclass
+class _Row:
+    """One output row: a prompt's token ids, which prompt and sample it is, and its seed."""
+
+    prompt: int
+    sample: int
+    ids: list[int]
+    seed: int | None
+
+
+class TransformersBackend:
+    """A :class:`~spiral_agents.llm.backend.UpdatableBackend` on a transformers causal LM.
+
+    Args:
+        model: a model id or directory for ``AutoModelForCausalLM.from_pretrained``, or an
+            already loaded model (used as is, not copied: the trainer's module).
+        tokenizer: a tokenizer or its id/directory; by default loaded from the model's path.
+        device: where to run; by default CUDA when available else CPU for a path, and the
+            model's own device for a loaded model (given explicitly, the model is moved there).
+        dtype: ``"auto"`` (bfloat16 on CUDA, float32 on CPU; a loaded model keeps its own),
+            or a dtype name such as ``"float32"``/``"bfloat16"``, or a ``torch.dtype``.
+        batch_size: most output rows (prompts times ``n``) decoded together.
+        attn_implementation: passed to ``from_pretrained`` (e.g. ``"sdpa"``, ``"eager"``).
+    """
+
+    def __init__(
+        self,
+        model: str | Path | PreTrainedModel,
+        *,
+        tokenizer: Any = None,
+        device: str | None = None,
+        dtype: str | torch.dtype = "auto",
+        batch_size: int = 64,
+        attn_implementation: str | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
+        if isinstance(model, (str, Path)):
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            torch_dtype = _resolve_dtype(dtype, self.device)
+            kwargs = {"dtype": torch_dtype}
+            if attn_implementation is not None:
+                kwargs["attn_implementation"] = attn_implementation
+            try:
+                self.model = AutoModelForCausalLM.from_pretrained(str(model), **kwargs)
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"cannot load a causal LM from {str(model)!r}: {exc}") from exc
+            self.model.to(self.device)
+            source = str(model)
+        else:
+            if not isinstance(model, torch.nn.Module):
+                raise TypeError(f"model must be a path, a model id or a model, not {type(model)!r}")
+            if attn_implementation is not None:
+                raise ValueError("attn_implementation only applies to a model loaded from a path")
+            self.model = model
+            if device is not None:
+                self.model.to(device)
+            self.device = next(self.model.parameters()).device
+            if dtype != "auto":
+                self.model.to(_resolve_dtype(dtype, self.device))
+            source = getattr(model, "name_or_path", "") or model.config._name_or_path
+        if tokenizer is None or isinstance(tokenizer, (str, Path)):
+            tokenizer_source = str(tokenizer) if tokenizer is not None else source
+            if not tokenizer_source:
+                raise ValueError("pass tokenizer=: the model does not say where it was loaded from")
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+            except (OSError, ValueError) as exc:
+                message = f"cannot load a tokenizer from {tokenizer_source!r}: {exc}"
+                raise ValueError(message) from exc
+        self.tokenizer = tokenizer
+        self.max_length: int | None = getattr(self.model.config, "max_position_embeddings", None)
+        self.vocab_size: int = self.model.get_input_embeddings().weight.shape[0]
+        self.stop_ids = frozenset(_default_stop_ids(self.tokenizer, self.model))
+        pad = self.tokenizer.pad_token_id
+        self.pad_id: int = pad if pad is not None else (min(self.stop_ids) if self.stop_ids else 0)
+
+    # -- generation -------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        sampling: SamplingConfig,
+        seeds: Sequence[int | None] | None = None,
+    ) -> list[list[Generation]]:
+        """For each prompt, ``sampling.n`` generations; ``seeds[i]`` seeds prompt i's rows."""
+        import torch
+
+        if seeds is None:
+            seeds = [None] * len(prompts)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
+        results: list[list[Generation]] = [[] for _ in prompts]
+        rows: list[_Row] = []
+        for index, (prompt, seed) in enumerate(zip(prompts, seeds)):
+            try:
+                ids = self._encode(prompt)
+            except Exception as exc:  # noqa: BLE001 - one bad prompt ends only itself
+                results[index] = _errors(sampling.n, f"bad prompt: {exc}")
+                continue
+            for sample in range(sampling.n):
+                rows.append(_Row(index, sample, ids, None if seed is None else seed + sample))
+        # Longest first, so each chunk pads little; every row is independent of its chunk.
+        rows.sort(key=lambda row: -len(row.ids))
+        outputs: _Outputs = {}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(rows), self.batch_size):
+                    chunk = rows[start : start + self.batch_size]
+                    outputs.update(self._run_isolated(chunk, sampling))
+        finally:
+            self.model.train(was_training)
+        for (index, sample), generation in sorted(outputs.items()):
+            results[index].append(generation)
+        return results
+
+    def _encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt; chat messages go through the chat template."""
+        if not prompt:
+            raise ValueError("empty prompt")
+        if isinstance(prompt[0], dict):
+            text = self.tokenizer.apply_chat_template(
+                list(prompt), add_generation_prompt=True, tokenize=False
+            )
+            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        else:
+            ids = [int(token) for token in prompt]
+        bad = [token for token in ids if not 0 <= token < self.vocab_size]
+        if bad:
+            raise ValueError(f"token ids outside the vocabulary of {self.vocab_size}: {bad[:5]}")
+        if self.max_length is not None and len(ids) >= self.max_length:
+            raise ValueError(f"prompt of {len(ids)} tokens reaches the {self.max_length} limit")
+        return ids
+
+    def _run_isolated(self, chunk: list[_Row], sampling: SamplingConfig) -> _Outputs:
+        """Run a chunk; if it fails, run each prompt's rows alone so only the culprit errors."""
+        try:
+            return self._run_chunk(chunk, sampling)
+        except Exception as exc:  # noqa: BLE001 - one failure must not end the other prompts
+            by_prompt: dict[int, list[_Row]] = {}
+            for row in chunk:
+                by_prompt.setdefault(row.prompt, []).append(row)
+            if len(by_prompt) == 1:
+                message = f"{type(exc).__name__}: {exc}"
+                return {(row.prompt, row.sample): _errors(1, message)[0] for row in chunk}
+            outputs: _Outputs = {}
+            for group in by_prompt.values():
+                outputs.update(self._run_isolated(group, sampling))
+            return outputs
+
+    def _run_chunk(self, chunk: list[_Row], sampling: SamplingConfig) -> _Outputs:
+        """Decode one left-padded batch with a KV cache; finished rows leave the batch."""
+        import torch
+        from transformers import DynamicCache
+
+        device = self.device
+        lengths = [len(row.ids) for row in chunk]
+        width = max(lengths)
+        input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, row in enumerate(chunk):
+            input_ids[i, width - lengths[i] :] = torch.tensor(row.ids, dtype=torch.long)
+            mask[i, width - lengths[i] :] = 1
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        room = [self.max_length - n if self.max_length else sampling.max_tokens for n in lengths]
+        budgets = [min(sampling.max_tokens, r) for r in room]
+        stop_ids = self.stop_ids | set(sampling.stop_token_ids)
+        greedy = sampling.temperature < GREEDY_BELOW
+        generators = None if greedy else [self._generator(row.seed) for row in chunk]
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1, :]
+        tokens: list[list[int]] = [[] for _ in chunk]
+        logprobs: list[list[float]] = [[] for _ in chunk]
+        finish: list[str] = [""] * len(chunk)
+        active = list(range(len(chunk)))
+        next_position = torch.tensor(lengths, dtype=torch.long, device=device)
+        while True:
+            row_generators = None if generators is None else [generators[i] for i in active]
+            chosen, chosen_logprobs = _sample(logits.float(), sampling, row_generators)
+            chosen_list = chosen.tolist()
+            logprob_list = None if chosen_logprobs is None else chosen_logprobs.tolist()
+            keep: list[int] = []
+            for slot, i in enumerate(active):
+                token = chosen_list[slot]
+                tokens[i].append(token)
+                if logprob_list is not None:
+                    logprobs[i].append(logprob_list[slot])
+                if token in stop_ids:
+                    finish[i] = "stop"
+                elif len(tokens[i]) >= budgets[i]:
+                    finish[i] = "length"
+                else:
+                    keep.append(slot)
+            if not keep:
+                break
+            if len(keep) < len(active):
+                kept = torch.tensor(keep, dtype=torch.long, device=device)
+                cache.batch_select_indices(kept)
+                mask, chosen, next_position = mask[kept], chosen[kept], next_position[kept]
+                active = [active[slot] for slot in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            logits = self.model(
+                input_ids=chosen[:, None],
+                attention_mask=mask,
+                position_ids=next_position[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            ).logits[:, -1, :]
+            next_position = next_position + 1
+        outputs: _Outputs = {}
+        for i, row in enumerate(chunk):
+            shown = tokens[i][:-1] if finish[i] == "stop" else tokens[i]
+            outputs[(row.prompt, row.sample)] = Generation(
+                text=self.tokenizer.decode(shown, skip_special_tokens=True),
+                token_ids=tokens[i],
+                logprobs=logprobs[i] if sampling.logprobs else None,
+                finish_reason=finish[i],  # type: ignore[arg-type]
+            )
+        return outputs
+
+    @staticmethod
+    def _generator(seed: int | None) -> torch.Generator:
+        """A row's own random stream (on the CPU): from its seed, or freshly random without one."""
+        import torch
+
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed % 2**64)
+        return generator
+
+    # -- weights ----------------------------------------------------------------------------
+
+    def update_weights(self, state_dict: Mapping[str, Any]) -> None:
+        """Copy ``state_dict`` into the model in place.
+
+        Unknown keys, wrong shapes and missing keys raise ``ValueError`` before anything is
+        copied, except a missing key whose parameter is tied to one that is given (such as
+        ``lm_head.weight`` with tied embeddings). Passing the model's own tensors (the backend
+        shares the trainer's module) is harmless.
+        """
+        own = self.model.state_dict()
+        unknown = sorted(set(state_dict) - set(own))
+        if unknown:
+            raise ValueError(f"unknown keys in state_dict: {unknown[:5]}")
+        wrong = [k for k, v in state_dict.items() if tuple(v.shape) != tuple(own[k].shape)]
+        if wrong:
+            raise ValueError(f"shape mismatch for {wrong[:5]}")
+        given = {own[k].data_ptr() for k in state_dict}
+        missing = [k for k in own if k not in state_dict and own[k].data_ptr() not in given]
+        if missing:
+            raise ValueError(f"state_dict lacks {missing[:5]}, not tied to any given weight")
+        self.model.load_state_dict(dict(state_dict), strict=False)
+
+
+def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise ValueError(f"unknown dtype {dtype!r}: use 'auto', 'float32', 'bfloat16', ...")
+    return resolved
+
+
+def _default_stop_ids(tokenizer: Any, model: Any) -> set[int]:
+    """The tokenizer's EOS and pad ids and the generation config's EOS ids."""
+    ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    generation_config = getattr(model, "generation_config", None)
+    eos = getattr(generation_config, "eos_token_id", None)
+    ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
+    return {int(token) for token in ids if token is not None}
+
+
+def _sample(
+    logits: torch.Tensor, sampling: SamplingConfig, generators: list[torch.Generator] | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Next tokens (one per row, each row from its own generator) and their log-probs.
+
+    Greedy when ``generators`` is None. Log-probs (None unless ``sampling.logprobs``) are of the
+    temperature-scaled distribution before top-k/top-p truncation.
+    """
+    import torch
+
+    if generators is None:
+        chosen = logits.argmax(dim=-1)
+        scaled = logits
+    else:
+        scaled = logits / sampling.temperature
+        # Inverse-CDF sampling with one uniform per row: much faster than a per-row
+        # torch.multinomial, and the uniforms come from CPU generators on any device.
+        probs = _truncate(scaled, sampling.top_k, sampling.top_p).softmax(dim=-1)
+        cdf = probs.double().cumsum(dim=-1)
+        uniforms = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators])
+        targets = uniforms.to(cdf.device)[:, None] * cdf[:, -1:]
+        chosen = torch.searchsorted(cdf, targets, right=True).squeeze(-1)
+        chosen = chosen.clamp(max=cdf.shape[-1] - 1)
+    if not sampling.logprobs:
+        return chosen, None
+    return chosen, scaled.log_softmax(dim=-1).gather(-1, chosen[:, None]).squeeze(-1)
+
+
+def _truncate(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Logits with everything outside the top-k and the top-p nucleus set to -inf."""
+    if 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        ascending, order = logits.sort(dim=-1)
+        cumulative = ascending.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative <= 1 - top_p
+        drop[:, -1] = False
+        logits = logits.scatter(-1, order, ascending.masked_fill(drop, float("-inf")))
+    return logits
+
+
+def _errors(count: int, message: str) -> list[Generation]:
+    return [Generation(text="", finish_reason="error", error=message) for _ in range(count)]
