@@ -11,7 +11,6 @@ from spiral_agents.base import Observation
 from spiral_agents.llm.answers import extract_answer
 from spiral_agents.llm.backend import Generation
 from spiral_agents.llm.rollout import LLMPolicy, Matchup, RolloutEngine
-from spiral_agents.registry import make_agent
 
 
 class LLMAgent:
@@ -62,26 +61,10 @@ def evaluate(
     records: list[GameRecord] = []
     for game in games:
         for index, opponent in enumerate(opponents):
-            if isinstance(opponent, str):
-                if not supports(opponent, game):
-                    continue
-                opponent = _Named(make_agent(opponent, game, seed=seed + index), opponent)
+            if isinstance(opponent, str) and not supports(opponent, game):
+                continue
             matchup = Matchup(game, (policy, opponent), env_kwargs=dict(env_kwargs or {}))
             engine = RolloutEngine([matchup], concurrency=concurrency, seed=seed + 1000 * index)
             records.extend(engine.run(games=games_per_pairing).games)
     return records
 
-
-class _Named:
-    """An agent reported under its spec string."""
-
-    def __init__(self, agent: Any, name: str) -> None:
-        self.agent, self.name = agent, name
-
-    def reset(self) -> None:
-        reset = getattr(self.agent, "reset", None)
-        if callable(reset):
-            reset()
-
-    def act(self, observation: Observation) -> Any:
-        return self.agent.act(observation)

@@ -20,6 +20,7 @@ import numpy as np
 import spiral_envs
 from spiral_agents.arena import GameRecord
 from spiral_agents.base import as_agent, reset_agent
+from spiral_agents.registry import make_agent
 from spiral_agents.llm.answers import extract_answer
 from spiral_agents.llm.backend import Backend, Prompt, SamplingConfig
 from spiral_agents.llm.prompts import PromptTemplate, template_for_model
@@ -52,7 +53,7 @@ class LLMPolicy:
 
 @dataclass
 class Matchup:
-    """A game and who plays it: an :class:`LLMPolicy` or any agent in each seat.
+    """A game and who plays it: an :class:`LLMPolicy`, an agent or an agent spec in each seat.
 
     With ``alternate_seats`` the two seats swap every other game of this matchup.
     """
@@ -93,7 +94,7 @@ class Rollout:
 
 
 def _name(seat: Any) -> str:
-    return getattr(seat, "name", type(seat).__name__)
+    return seat if isinstance(seat, str) else getattr(seat, "name", type(seat).__name__)
 
 
 @dataclass
@@ -180,16 +181,14 @@ class RolloutEngine:
         seats = list(matchup.seats)
         if matchup.alternate_seats and episode % 2 == 1:
             seats.reverse()
-        seat_map = {
-            seat: s if isinstance(s, LLMPolicy) else as_agent(s) for seat, s in zip(SEATS, seats)
-        }
-        env = spiral_envs.env(matchup.game, **matchup.env_kwargs)
         env_seed = int(np.random.SeedSequence([self.seed, 1, episode]).generate_state(1)[0])
+        seat_map = {seat: self._seat(s, matchup.game, env_seed) for seat, s in zip(SEATS, seats)}
+        env = spiral_envs.env(matchup.game, **matchup.env_kwargs)
         env.reset(seed=env_seed)
         for seat in seat_map.values():
             if not isinstance(seat, LLMPolicy):
                 reset_agent(seat)
-        names = {seat: _name(s) for seat, s in seat_map.items()}
+        names = {seat: _name(s) for seat, s in zip(SEATS, seats)}
         record = GameRecord(
             game=matchup.game,
             seed=env_seed,
@@ -198,6 +197,14 @@ class RolloutEngine:
             pairing=[_name(matchup.seats[0]), _name(matchup.seats[1])],
         )
         return _LiveGame(episode, env, seat_map, record)
+
+    @staticmethod
+    def _seat(seat: Any, game: str, seed: int) -> Any:
+        if isinstance(seat, LLMPolicy):
+            return seat
+        if isinstance(seat, str):  # an agent spec such as "random" or "kuhn-nash@alpha=0.2"
+            return make_agent(seat, game, seed=seed)
+        return as_agent(seat)
 
     def _play_agents(self, game: _LiveGame) -> None:
         """Let non-LLM seats move until an LLM seat is to move or the game is over."""
