@@ -48,6 +48,18 @@ class GameRecord:
     """Why an agent forfeited (exception or timeout), if one did."""
     seconds: float = 0.0
 
+    def finish(self, env: spiral_envs.SpiralAECEnv, forfeit_by: str | None = None) -> None:
+        """Fill in rewards and outcome from the finished env, or from a forfeit."""
+        if forfeit_by is not None:
+            loser, winner = forfeit_by, SEATS[1 - SEATS.index(forfeit_by)]
+            self.rewards = {loser: -1.0, winner: 1.0}
+            self.outcome = {loser: "loss", winner: "win"}
+            self.ended_by = "forfeit"
+        else:
+            self.rewards = {seat: float(env._cumulative_rewards[seat]) for seat in SEATS}
+            self.outcome = {seat: env.infos[seat]["outcome"] for seat in SEATS}
+            self.ended_by = env.infos[SEATS[0]]["ended_by"]
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=_json_default)
 
@@ -136,15 +148,7 @@ def play_game(
         text = names[action] if isinstance(action, int) and names is not None else action
         invalid = bool(env.infos[seat].get("invalid_move"))
         record.moves.append({"seat": seat, "action": action, "action_text": text, "invalid": invalid})
-    if forfeit_by is not None:
-        loser, winner = forfeit_by, SEATS[1 - SEATS.index(forfeit_by)]
-        record.rewards = {loser: -1.0, winner: 1.0}
-        record.outcome = {loser: "loss", winner: "win"}
-        record.ended_by = "forfeit"
-    else:
-        record.rewards = {seat: float(env._cumulative_rewards[seat]) for seat in SEATS}
-        record.outcome = {seat: env.infos[seat]["outcome"] for seat in SEATS}
-        record.ended_by = env.infos[SEATS[0]]["ended_by"]
+    record.finish(env, forfeit_by)
     record.seconds = time.perf_counter() - start
     return record
 

@@ -272,17 +272,8 @@ class RolloutEngine:
         )
 
     def _finish(self, game: _LiveGame) -> list[TurnSample]:
-        env, record = game.env, game.record
-        if game.forfeit_by is not None:
-            loser = game.forfeit_by
-            winner = SEATS[1 - SEATS.index(loser)]
-            record.rewards = {loser: -1.0, winner: 1.0}
-            record.outcome = {loser: "loss", winner: "win"}
-            record.ended_by = "forfeit"
-        else:
-            record.rewards = {seat: float(env._cumulative_rewards[seat]) for seat in SEATS}
-            record.outcome = {seat: env.infos[seat]["outcome"] for seat in SEATS}
-            record.ended_by = env.infos[SEATS[0]]["ended_by"]
+        record = game.record
+        record.finish(game.env, game.forfeit_by)
         for sample in game.samples:
             sample.reward = record.rewards[sample.seat]
         return game.samples
