@@ -8,9 +8,11 @@ from spiral_agents.base import (
     as_agent,
     reset_agent,
 )
+from spiral_agents.connect_four import AlphaBetaAgent
 from spiral_agents.human import HumanAgent
 from spiral_agents.kuhn_poker import KuhnNashAgent
 from spiral_agents.negotiation import ValueTrader
+from spiral_agents.nim import NimSumAgent
 from spiral_agents.registry import AGENTS, make_agent, parse_spec, register_agent
 from spiral_agents.sb3 import SB3Agent
 from spiral_agents.tictactoe import MinimaxAgent
@@ -28,14 +30,25 @@ register_agent(
 )
 register_agent("human", HumanAgent, summary="you, at the terminal")
 register_agent("sb3", SB3Agent, summary="a saved stable-baselines3 model: sb3@model=path.zip")
+register_agent(
+    "nim-optimal", NimSumAgent, ("Nim-v0",), "perfect Nim by nim-sum: wins every winnable position"
+)
+register_agent(
+    "connect-four-alphabeta",
+    AlphaBetaAgent,
+    ("ConnectFour-v0",),
+    "negamax with alpha-beta pruning, depth=4 plies by default, any board size",
+)
 
 __all__ = [
     "AGENTS",
     "Agent",
+    "AlphaBetaAgent",
     "CallableAgent",
     "HumanAgent",
     "KuhnNashAgent",
     "MinimaxAgent",
+    "NimSumAgent",
     "RandomAgent",
     "SB3Agent",
     "ValueTrader",

@@ -14,6 +14,8 @@ from spiral_envs.core import Game, GameState, Invalid, RandomSource
 
 AGENTS = ("player_0", "player_1")
 MAX_TEXT_CHARS = 1_000_000
+LOG_NOTE = "Lines starting with [Game] come from the game."
+RELAY_NOTE = " A line starting with [Player N] holds Player N's own words up to its end."
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,8 @@ class SpiralAECEnv(AECEnv):
         self.possible_agents = list(AGENTS)
         self._num_actions = None if game.actions is None else len(game.actions)
         self._no_moves = None if game.actions is None else np.zeros(len(game.actions), np.int8)
-        self._rules = (game.rules(0), game.rules(1))
+        note = LOG_NOTE + (RELAY_NOTE if game.relays_messages else "")
+        self._rules = tuple(f"{game.rules(p).rstrip()}\n{note}" for p in range(2))
         self._spaces: tuple[dict[str, spaces.Space], dict[str, spaces.Space]] | None = None
         self._random = RandomSource()
         self.state: GameState | None = None

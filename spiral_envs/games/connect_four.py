@@ -95,8 +95,6 @@ class ConnectFour(Game):
             "piece falls to the lowest empty cell of that column. Four of your pieces in a row, "
             "horizontally, vertically or diagonally, win the game; if the board fills up with "
             "no such line, the game is a draw.\n"
-            "Lines starting with [Game] come from the game; a line starting with [Player N] "
-            "holds Player N's own words up to its end."
         )
 
     def new_state(self, rng: np.random.Generator) -> ConnectFourState:

@@ -63,8 +63,6 @@ class KuhnPoker(Game):
             "showdown the higher card takes the pot.\n"
             "Whoever has won more chips after the last hand wins the game; equal chips is a "
             "draw. Write your action in square brackets, e.g. [bet].\n"
-            "Lines starting with [Game] come from the game; a line starting with [Player N] "
-            "holds Player N's own words up to its end."
         ).format(self.first_opener)
 
     def new_state(self, rng: np.random.Generator) -> KuhnPokerState:

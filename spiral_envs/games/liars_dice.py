@@ -95,8 +95,6 @@ class LiarsDice(Game):
             "face is wild. If fewer dice show it than the bid claims, the bidder loses one die; "
             "otherwise the caller loses one die. The loser of a round opens the next one. "
             "Whoever loses their last die loses the game.\n"
-            "Lines starting with [Game] come from the game; a line starting with [Player N] "
-            "holds Player N's own words up to its end."
         )
 
     def new_state(self, rng: np.random.Generator) -> LiarsDiceState:

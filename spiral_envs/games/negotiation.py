@@ -67,8 +67,6 @@ class SimpleNegotiation(Game):
             "When the turns run out, each player's gain is the change in the value of their "
             "inventory, counted at their own values. The larger gain wins; equal gains are a "
             "draw.\n"
-            "Lines starting with [Game] come from the game; a line starting with [Player N] "
-            "holds Player N's own words up to its end."
         )
 
     def rules(self, player: int) -> str:

@@ -94,8 +94,6 @@ class Nim(Game):
             "many to take in square brackets, e.g. [0 3] takes 3 objects from pile 0. You cannot "
             "take from an empty pile or more than a pile holds. Whoever takes the last object "
             "wins the game.\n"
-            "Lines starting with [Game] come from the game; a line starting with [Player N] "
-            "holds Player N's own words up to its end."
         )
 
     def new_state(self, rng: np.random.Generator) -> NimState:

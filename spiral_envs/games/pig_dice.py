@@ -70,8 +70,6 @@ class PigDice(Game):
             f"lasts at most {self.max_game_turns} turns, counting both players' turns together; "
             "after that the higher banked score wins and equal scores are a draw.\n"
             "Write your choice in square brackets: [roll] or [hold].\n"
-            "Lines starting with [Game] come from the game; a line starting with [Player N] "
-            "holds Player N's own words up to its end."
         )
 
     def new_state(self, rng: np.random.Generator) -> PigDiceState:

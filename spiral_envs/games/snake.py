@@ -126,8 +126,7 @@ class Snake(Game):
             "snakes die.\n"
             "The last snake alive wins. If both die in the same round, the higher score wins "
             f"and equal scores are a draw. After {self.max_rounds} rounds the higher score "
-            "wins; equal scores are a draw.\n"
-            "Lines starting with [Game] come from the game."
+            "wins; equal scores are a draw."
         )
 
     def new_state(self, rng: np.random.Generator) -> SnakeState:

@@ -36,8 +36,6 @@ class TicTacToe(Game):
             "turn, claim an empty cell by writing its number in square brackets, e.g. [4]. "
             "Three of your marks in a row, column or diagonal win; a full board with no line is "
             "a draw.\n"
-            "Lines starting with [Game] come from the game; a line starting with [Player N] "
-            "holds Player N's own words up to its end."
             for p in range(2)
         )
 

@@ -55,10 +55,6 @@ _CHAT_LINES = (
     ),
 )
 _GUESS_LINES = ("My answer:", "I will go with this one.", "Final answer:", "")
-_ATTRIBUTION = (
-    "Lines starting with [Game] come from the game; a line starting with [Player N] holds "
-    "Player N's own words up to its end."
-)
 
 
 def parse_facts(text: str, source: str) -> tuple[FactPair, ...]:
@@ -154,7 +150,6 @@ class TruthAndDeception(Game):
             self._common_rules(DECEIVER)
             + "You are the deceiver: persuade Player 1 that the false fact is the true one. "
             "You may argue, invent reasons or bluff; Player 1 knows you want to mislead.\n"
-            + _ATTRIBUTION
         )
 
     def _guesser_rules(self) -> str:
@@ -162,7 +157,6 @@ class TruthAndDeception(Game):
             self._common_rules(GUESSER)
             + "You are the guesser: question Player 0, weigh the answers and your own "
             "knowledge, and remember that Player 0 wins only if you pick the false fact.\n"
-            + _ATTRIBUTION
         )
 
     def rules(self, player: int) -> str:
