@@ -157,18 +157,24 @@ class Learner:
                 parts.append(token_logprobs(model, micro.to(self.device)).cpu())
         return torch.cat(parts)
 
+    def reuses_first_pass(self) -> bool:
+        """With one optimizer step per epoch the first epoch's forward passes see the old
+        weights, so their log-probs are the old log-probs and a separate pass is saved."""
+        return self.config.minibatches == 1
+
     def update(self, samples: Sequence[Any], advantages: Sequence[float]) -> dict[str, float]:
         """PPO epochs over one batch of turn samples; returns the update's metrics."""
         start = time.perf_counter()
         batch = pack(samples, advantages, self.pad_id)
+        cfg = self.config
+        reuse_first_pass = self.reuses_first_pass()
         self.model.eval()
-        old = self._logprobs_of(self.model, batch)
+        old = torch.zeros(batch.mask.shape) if reuse_first_pass else self._logprobs_of(self.model, batch)
         ref = self._logprobs_of(self.reference, batch) if self.reference is not None else None
         self.model.train()
-        cfg = self.config
         totals = {"loss": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0, "kl": 0.0}
         steps = 0
-        for _ in range(cfg.epochs):
+        for epoch in range(cfg.epochs):
             order = torch.randperm(len(batch), generator=self.generator)
             for chunk in order.chunk(max(1, min(cfg.minibatches, len(batch)))):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -177,6 +183,8 @@ class Learner:
                     micro = batch.select(micro_index).to(self.device)
                     with self._autocast():
                         logprobs = token_logprobs(self.model, micro)
+                    if reuse_first_pass and epoch == 0:
+                        old[micro_index] = logprobs.detach().cpu()
                     loss, stats = policy_loss(
                         logprobs,
                         old[micro_index].to(self.device),
@@ -202,12 +210,12 @@ class Learner:
                 totals["grad_norm"] += float(grad_norm)
         self.model.eval()
         seconds = time.perf_counter() - start
-        trained_tokens = int(batch.attention_mask.sum()) * (cfg.epochs + 1 + (ref is not None))
+        trained_tokens = int(batch.attention_mask.sum()) * cfg.epochs
         metrics = {k: v / steps for k, v in totals.items()}
         metrics.update(
             learning_rate=self.scheduler.get_last_lr()[0],
             learner_seconds=seconds,
-            learner_tokens_per_second=trained_tokens / seconds,
+            learner_tokens_per_second=trained_tokens / seconds,  # tokens x epochs trained
             optimizer_steps=steps,
         )
         return metrics

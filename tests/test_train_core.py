@@ -157,3 +157,27 @@ def test_prompt_tokens_get_no_gradient(tiny_qwen3) -> None:
     loss.backward()
     assert batch.mask.tolist() == [[1.0]] or batch.mask[0, :-1].sum() == 0
     assert logprobs.grad[0, -1] != 0
+
+
+def test_reused_first_pass_gives_the_same_update_as_a_separate_old_logprob_pass(tiny_qwen3) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from spiral_train.learner import Learner, LearnerConfig
+
+    class SeparatePass(Learner):
+        def reuses_first_pass(self) -> bool:
+            return False
+
+    samples = [S("g", i, i % 2, 1.0, [5 + i, 6, 7, 8], [9, 10 + i], None) for i in range(6)]
+    advantages = [0.5, -1.0, 1.0, -0.5, 0.25, -0.25]
+    # Adam turns float noise in near-zero gradients into +-lr steps: keep lr small to compare
+    config = LearnerConfig(learning_rate=1e-6, epochs=2, micro_batch_size=4, loss=LossConfig(normaliser=2.0))
+    weights, losses = [], []
+    for kind in (Learner, SeparatePass):
+        model = AutoModelForCausalLM.from_pretrained(tiny_qwen3)
+        metrics = kind(model, config, pad_id=0).update(samples, advantages)
+        assert metrics["optimizer_steps"] == 2
+        weights.append(model.state_dict())
+        losses.append((metrics["loss"], metrics["clip_fraction"]))
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-5) for k in weights[0])
