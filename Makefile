@@ -23,7 +23,8 @@ $(VENV)/.bench: $(VENV)/.test
 	$(PIP) -e ".[test,bench]"
 	touch $@
 
-demo: $(VENV)/.train  ## builds a tiny Qwen3 and trains it by self-play on the CPU (about 15 min)
+demo: $(VENV)/.train  ## every game between built-in agents, then self-play training of a tiny Qwen3 on the CPU
+	$(VENV)/bin/python -m spiral_envs.demo --games 100
 	$(VENV)/bin/spiral-train --config configs/cpu-demo.yaml --plot
 
 test: $(VENV)/.test  ## run the whole test suite
