@@ -11,8 +11,10 @@ from spiral_agents.base import (
 from spiral_agents.connect_four import AlphaBetaAgent
 from spiral_agents.human import HumanAgent
 from spiral_agents.kuhn_poker import KuhnNashAgent
+from spiral_agents.liars_dice import LiarsDiceBidder
 from spiral_agents.negotiation import ValueTrader
 from spiral_agents.nim import NimSumAgent
+from spiral_agents.pig_dice import HoldAtAgent, PigOptimalAgent
 from spiral_agents.registry import AGENTS, make_agent, parse_spec, register_agent
 from spiral_agents.sb3 import SB3Agent
 from spiral_agents.tictactoe import MinimaxAgent
@@ -39,16 +41,37 @@ register_agent(
     ("ConnectFour-v0",),
     "negamax with alpha-beta pruning, depth=4 plies by default, any board size",
 )
+register_agent(
+    "hold-at-20",
+    HoldAtAgent,
+    ("PigDice-v1", "PigDice-v0"),
+    "rolls until the turn total reaches threshold=20 or holding wins",
+)
+register_agent(
+    "pig-optimal",
+    PigOptimalAgent,
+    ("PigDice-v1", "PigDice-v0"),
+    "maximises the probability of winning (exact table, turn cap included)",
+)
+register_agent(
+    "liars-dice-prob",
+    LiarsDiceBidder,
+    ("LiarsDice-v1",),
+    "calls bids true with probability below threshold=0.5, else makes the likeliest raise",
+)
 
 __all__ = [
     "AGENTS",
     "Agent",
     "AlphaBetaAgent",
     "CallableAgent",
+    "HoldAtAgent",
     "HumanAgent",
     "KuhnNashAgent",
+    "LiarsDiceBidder",
     "MinimaxAgent",
     "NimSumAgent",
+    "PigOptimalAgent",
     "RandomAgent",
     "SB3Agent",
     "ValueTrader",

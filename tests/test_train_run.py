@@ -211,11 +211,41 @@ def test_end_to_end_with_transformers_logs_metrics_and_evaluates(tiny_qwen3: Pat
     assert any(not torch.equal(before[k], after[k]) for k in before)
     last = history[-1]
     for key in ("loss", "clip_fraction", "grad_norm", "learning_rate", "time_generation", "time_learning",
-                "generation_tokens_per_second", "learner_tokens_per_second", "KuhnPoker-v1/role0/return",
-                "KuhnPoker-v1/role1/baseline", "eval/kuhn_exploitability", "eval/KuhnPoker-v1/vs_random/win_rate_low"):
+                "generation_tokens_per_second", "learner_tokens_per_second", "eval/kuhn_exploitability",
+                "eval/KuhnPoker-v1/vs_random/win_rate_low"):
         assert key in last, key
+    for suffix in ("/role0/return", "/role1/baseline", "/role0/invalid_rate", "/role1/response_tokens"):
+        assert any(k.endswith(suffix) for k in last), suffix
     assert 0 <= last["eval/kuhn_exploitability"] <= 1.5
     logged = read_metrics(tmp_path / "metrics.jsonl")
     assert [m["step"] for m in logged] == [0, 0, 1, 2]
     assert any((tmp_path / "tensorboard").iterdir())
     assert latest_checkpoint(tmp_path / "checkpoints").name == "step-000002"
+
+
+@pytest.mark.slow
+def test_end_to_end_with_vllm_on_the_cpu_pushes_weights_to_the_generator(tiny_qwen3: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from spiral_agents.llm.backend import SamplingConfig
+    from spiral_train.trainer import Trainer
+
+    overrides = tiny_overrides(
+        tiny_qwen3, tmp_path, steps=2, **{"generator.backend": '"vllm"', "generator.max_model_len": 1024}
+    )
+    trainer = Trainer(load_config(None, overrides))
+    trainer.train(progress=False)
+    prompt = trainer.policy.prompt("Player 0, your move. Your legal moves: [check], [bet]")
+    generation = trainer.backend.generate([prompt], SamplingConfig(max_tokens=6), [0])[0][0]
+    ids = torch.tensor([prompt + generation.token_ids])
+
+    def logprobs(model: torch.nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            logits = model(ids).logits[0, len(prompt) - 1 : -1].log_softmax(-1)
+        return logits.gather(1, torch.tensor(generation.token_ids)[:, None]).squeeze(1)
+
+    sampled = torch.tensor(generation.logprobs)
+    trained = logprobs(trainer.model)
+    untrained = logprobs(AutoModelForCausalLM.from_pretrained(tiny_qwen3))
+    assert torch.allclose(sampled, trained, atol=1e-3)  # the generator runs the new weights
+    assert not torch.allclose(sampled, untrained, atol=1e-3)
