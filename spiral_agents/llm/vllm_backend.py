@@ -1,0 +1,304 @@
+"""Generation with vLLM's in-process offline engine (``vllm.LLM``), on a GPU or vLLM's CPU build.
+
+:class:`VLLMBackend` sends a whole batch of prompts to one ``LLM.generate`` call and lets
+vLLM's scheduler batch them. Conventions (vLLM 0.32's, shared by the transformers backend):
+
+- Prompts go in as token ids; chat messages are rendered with the tokenizer's chat template
+  (with the generation prompt) first.
+- ``token_ids`` include the stop token that ended a generation; ``text`` leaves it out and
+  skips special tokens.
+- Sample ``j`` of a prompt with seed ``s`` is seeded with ``s + j`` (vLLM's parallel sampling).
+- ``logprobs[t]`` is the log-prob of the sampled token from vLLM's ``logprobs_mode``; its
+  default ``"raw_logprobs"`` is ``log_softmax(logits)`` before temperature, top-k and top-p.
+  Pass ``logprobs_mode="processed_logprobs"`` to get the temperature-scaled (and truncated)
+  distribution instead.
+
+Weights are replaced in place with the engine's ``reload_weights`` worker call, followed by a
+prefix-cache reset (otherwise cached KV blocks computed with the old weights are reused). With
+the engine in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, which this module sets unless
+it is set already) the tensors are handed over directly; otherwise they go through a
+safetensors file, since tensors cannot cross vLLM's process boundary.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spiral_agents.llm.backend import FinishReason, Generation, Prompt, SamplingConfig
+
+if TYPE_CHECKING:
+    import torch
+    import vllm
+
+_FINISH_REASONS: dict[str | None, FinishReason] = {"stop": "stop", "length": "length"}
+
+
+class VLLMBackend:
+    """A :class:`~spiral_agents.llm.backend.UpdatableBackend` over an in-process ``vllm.LLM``.
+
+    Args:
+        model: a model directory or Hugging Face model id.
+        dtype: weight dtype; ``"auto"`` takes the model config's dtype on a GPU and float32 on
+            vLLM's CPU platform (faster there than bfloat16).
+        max_model_len: longest prompt plus generation; by default the model's own limit.
+        gpu_memory_utilization: share of GPU memory vLLM may take (ignored on the CPU, where
+            ``VLLM_CPU_KVCACHE_SPACE`` GiB, default 1 here, sizes the KV cache).
+        enforce_eager: skip CUDA graphs and compilation; by default on for the CPU (fast
+            start), off on a GPU.
+        seed: the engine's global seed, used by requests that have no seed of their own.
+        enable_sleep_mode: let :meth:`sleep` free GPU memory between rollouts. Where the
+            platform has no sleep mode (the CPU) this warns and :meth:`sleep` does nothing.
+        **engine_kwargs: anything else ``vllm.LLM`` accepts (e.g. ``logprobs_mode``).
+
+    Environment defaults, each set only if unset and before vLLM reads it:
+    ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` (the engine runs in this process, so weight updates
+    pass tensors directly), ``HF_HUB_OFFLINE=1`` when ``model`` is a local directory, and on
+    the CPU ``VLLM_CPU_KVCACHE_SPACE=1``.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        dtype: Any = "auto",
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.85,
+        enforce_eager: bool | None = None,
+        seed: int = 0,
+        enable_sleep_mode: bool = False,
+        **engine_kwargs: Any,
+    ) -> None:
+        model = str(model)
+        local = Path(model).expanduser()
+        if local.exists():
+            if not local.is_dir():
+                raise ValueError(f"model must be a directory or a model id, got file {model!r}")
+            model = str(local)
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        elif model.startswith(("/", ".", "~")):
+            raise ValueError(f"model directory {model!r} does not exist")
+        if max_model_len is not None and max_model_len < 2:
+            raise ValueError(f"max_model_len must be at least 2, got {max_model_len}")
+        if not 0 < gpu_memory_utilization <= 1:
+            message = f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}"
+            raise ValueError(message)
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+        import vllm
+        from vllm.platforms import current_platform
+
+        on_cpu = current_platform.is_cpu()
+        if on_cpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+            if dtype == "auto":
+                dtype = "float32"
+        if enforce_eager is None:
+            enforce_eager = on_cpu
+        self.sleep_mode = enable_sleep_mode and current_platform.is_sleep_mode_available()
+        if enable_sleep_mode and not self.sleep_mode:
+            warnings.warn(
+                f"vLLM has no sleep mode on the {current_platform.device_name} platform: "
+                "sleep() and wake_up() do nothing",
+                stacklevel=2,
+            )
+        try:
+            self.llm: vllm.LLM = vllm.LLM(
+                model,
+                dtype=dtype,
+                max_model_len=max_model_len,
+                gpu_memory_utilization=gpu_memory_utilization,
+                enforce_eager=enforce_eager,
+                seed=seed,
+                enable_sleep_mode=self.sleep_mode,
+                **engine_kwargs,
+            )
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot start vLLM on {model!r}: {exc}") from exc
+        self.tokenizer: Any = self.llm.get_tokenizer()
+        model_config = self.llm.llm_engine.model_config
+        self.max_model_len: int = model_config.max_model_len
+        self.vocab_size: int = model_config.get_vocab_size()
+        self.tied_embeddings = bool(
+            getattr(model_config.hf_text_config, "tie_word_embeddings", False)
+        )
+        self.sleeping = False
+        self._weights_dir: tempfile.TemporaryDirectory[str] | None = None
+
+    # -- generation -------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        sampling: SamplingConfig,
+        seeds: Sequence[int | None] | None = None,
+    ) -> list[list[Generation]]:
+        """For each prompt, ``sampling.n`` generations; ``seeds[i]`` seeds prompt i's samples.
+
+        A prompt that cannot be encoded (empty, token ids outside the vocabulary, too long for
+        ``max_model_len``) gets error generations of its own; if vLLM fails for the batch,
+        every prompt in it does.
+        """
+        import vllm
+
+        if seeds is None:
+            seeds = [None] * len(prompts)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
+        results: list[list[Generation]] = [[] for _ in prompts]
+        requests: list[dict[str, list[int]]] = []
+        params: list[vllm.SamplingParams] = []
+        indices: list[int] = []
+        for index, (prompt, seed) in enumerate(zip(prompts, seeds)):
+            try:
+                ids = self._encode(prompt)
+            except Exception as exc:  # noqa: BLE001 - one bad prompt ends only itself
+                results[index] = _errors(sampling.n, f"bad prompt: {exc}")
+                continue
+            requests.append({"prompt_token_ids": ids})
+            params.append(self._sampling_params(sampling, seed))
+            indices.append(index)
+        if not requests:
+            return results
+        try:
+            outputs = self.llm.generate(requests, params, use_tqdm=False)
+        except Exception as exc:  # noqa: BLE001 - report the failure, keep the caller alive
+            message = f"vLLM generate failed: {type(exc).__name__}: {exc}"
+            for index in indices:
+                results[index] = _errors(sampling.n, message)
+            return results
+        for index, output in zip(indices, outputs):
+            results[index] = [
+                self._generation(completion, sampling.logprobs)
+                for completion in sorted(output.outputs, key=lambda c: c.index)
+            ]
+        return results
+
+    def _encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt; chat messages go through the chat template."""
+        if not prompt:
+            raise ValueError("empty prompt")
+        if isinstance(prompt[0], dict):
+            ids = self.tokenizer.apply_chat_template(
+                list(prompt), add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        else:
+            ids = prompt
+        ids = [int(token) for token in ids]
+        bad = [token for token in ids if not 0 <= token < self.vocab_size]
+        if bad:
+            raise ValueError(f"token ids outside the vocabulary of {self.vocab_size}: {bad[:5]}")
+        if len(ids) >= self.max_model_len:
+            limit = self.max_model_len
+            raise ValueError(f"prompt of {len(ids)} tokens reaches max_model_len {limit}")
+        return ids
+
+    @staticmethod
+    def _sampling_params(sampling: SamplingConfig, seed: int | None) -> vllm.SamplingParams:
+        import vllm
+
+        return vllm.SamplingParams(
+            n=sampling.n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,  # 0 turns top-k off in vLLM too
+            max_tokens=sampling.max_tokens,
+            stop_token_ids=list(sampling.stop_token_ids),
+            seed=seed,
+            # 0 extra candidates: vLLM still returns the sampled token's log-prob.
+            logprobs=0 if sampling.logprobs else None,
+        )
+
+    @staticmethod
+    def _generation(completion: Any, with_logprobs: bool) -> Generation:
+        """A vLLM ``CompletionOutput`` as a :class:`Generation`."""
+        token_ids = list(completion.token_ids)
+        finish = _FINISH_REASONS.get(completion.finish_reason)
+        logprobs = None
+        if with_logprobs and completion.logprobs is not None:
+            logprobs = [step[token].logprob for step, token in zip(completion.logprobs, token_ids)]
+        if finish is None:
+            return Generation(
+                text=completion.text,
+                token_ids=token_ids,
+                logprobs=logprobs,
+                finish_reason="error",
+                error=f"vLLM finished with {completion.finish_reason!r}",
+            )
+        return Generation(completion.text, token_ids, logprobs, finish)
+
+    # -- weights ----------------------------------------------------------------------------
+
+    def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Load ``state_dict`` (Hugging Face parameter names) into the engine in place.
+
+        With tied embeddings and no ``lm_head.weight`` in ``state_dict``, the output layer is
+        loaded from ``model.embed_tokens.weight`` (vLLM keeps a separate copy of it). The prefix
+        cache is reset afterwards, so no KV block computed with the old weights is reused.
+        """
+        weights = {name: tensor.detach() for name, tensor in state_dict.items()}
+        if not weights:
+            raise ValueError("state_dict is empty")
+        embed = "model.embed_tokens.weight"
+        if self.tied_embeddings and "lm_head.weight" not in weights and embed in weights:
+            weights["lm_head.weight"] = weights[embed]
+        if self._tensors_in_process():
+            kwargs: dict[str, Any] = {"weights_iterator": list(weights.items())}
+        else:
+            kwargs = {"weights_path": self._save(weights)}
+        self.llm.collective_rpc("reload_weights", kwargs=kwargs)
+        self.llm.reset_prefix_cache()
+
+    def _tensors_in_process(self) -> bool:
+        """Whether the model lives in this process, so tensors can be passed as they are."""
+        from vllm.v1.engine.core_client import InprocClient
+
+        engine = self.llm.llm_engine
+        return (
+            isinstance(engine.engine_core, InprocClient)
+            and engine.vllm_config.parallel_config.distributed_executor_backend == "uni"
+        )
+
+    def _save(self, weights: dict[str, torch.Tensor]) -> str:
+        """Write ``weights`` as one safetensors file in this backend's scratch directory."""
+        from safetensors.torch import save_file
+
+        if self._weights_dir is None:
+            self._weights_dir = tempfile.TemporaryDirectory(prefix="spiral-vllm-weights-")
+        seen: set[int] = set()
+        tensors = {}
+        for name, tensor in weights.items():
+            tensor = tensor.to("cpu").contiguous()
+            if tensor.data_ptr() in seen:  # safetensors refuses shared storage (tied weights)
+                tensor = tensor.clone()
+            seen.add(tensor.data_ptr())
+            tensors[name] = tensor
+        save_file(tensors, os.path.join(self._weights_dir.name, "model.safetensors"))
+        return self._weights_dir.name
+
+    # -- sleep mode -------------------------------------------------------------------------
+
+    def sleep(self, level: int = 1) -> None:
+        """Free the engine's accelerator memory while the trainer runs.
+
+        Level 1 moves the weights to host memory and drops the KV cache; level 2 drops the
+        weights too (load new ones with :meth:`update_weights` after :meth:`wake_up`). Does
+        nothing unless sleep mode was enabled and the platform has it.
+        """
+        if self.sleep_mode and not self.sleeping:
+            self.llm.sleep(level=level)
+            self.sleeping = True
+
+    def wake_up(self) -> None:
+        """Bring the engine back from :meth:`sleep`; does nothing when it is not asleep."""
+        if self.sleeping:
+            self.llm.wake_up()
+            self.sleeping = False
+
+
+def _errors(count: int, message: str) -> list[Generation]:
+    return [Generation(text="", finish_reason="error", error=message) for _ in range(count)]
