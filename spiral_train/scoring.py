@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spiral_agents.llm.prompts import PromptTemplate
+from spiral_agents.llm.prompts import PromptTemplate, token_ids
 
 
 def answer_text(action: str) -> str:
@@ -32,7 +32,7 @@ class ModelKuhnScorer:
     @torch.no_grad()
     def action_probabilities(self, observation: dict[str, Any]) -> np.ndarray:
         legal = np.flatnonzero(observation["action_mask"])
-        prompt = self.template.token_ids(observation["text"], self.tokenizer)
+        prompt = token_ids(self.template, [observation["text"]], self.tokenizer)[0]
         sequences = [prompt + self.answers[a] for a in legal]
         width = max(map(len, sequences))
         device = next(self.model.parameters()).device

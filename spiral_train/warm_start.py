@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 import spiral_envs
-from spiral_agents.llm.prompts import PromptTemplate
+from spiral_agents.llm.prompts import PromptTemplate, token_ids
 from spiral_train.scoring import answer_text
 
 ADAPTER_KWARGS = ("invalid_move", "max_turns", "render_mode")
@@ -35,7 +35,7 @@ def format_examples(tokenizer: Any, template: PromptTemplate, games: Sequence[st
             observation = env.observe(env.agent_selection)
             move = env.state.random_move(rng)
             action = move if isinstance(move, str) else env.game.actions[move]
-            prompt = template.token_ids(observation["text"], tokenizer)
+            prompt = token_ids(template, [observation["text"]], tokenizer)[0]
             answer = list(tokenizer(answer_text(action), add_special_tokens=False)["input_ids"]) + [end]
             examples.append((prompt, answer))
             env.step(move)

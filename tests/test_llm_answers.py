@@ -16,6 +16,7 @@ from spiral_agents.llm.prompts import (
     CustomTemplate,
     make_template,
     template_for_model,
+    token_ids,
 )
 
 
@@ -127,9 +128,9 @@ class FakeTokenizer:
 
     chat_template = "x"
 
-    def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
+    def __call__(self, texts: list[str], add_special_tokens: bool = True) -> dict:
         assert add_special_tokens is False
-        return {"input_ids": list(text.encode())}
+        return {"input_ids": [list(text.encode()) for text in texts]}
 
     def apply_chat_template(self, messages, add_generation_prompt, tokenize, **kwargs):
         self.kwargs = kwargs
@@ -138,16 +139,16 @@ class FakeTokenizer:
 
 
 def test_base_template_is_one_chatml_user_turn_without_system_prompt() -> None:
-    text = BaseModelTemplate().text("BOARD")
+    text = BaseModelTemplate().render("BOARD")
     assert text.startswith("<|im_start|>user\n") and text.endswith("<|im_start|>assistant\n")
     assert "system" not in text and "BOARD" in text and "\\boxed{}" in text
     assert "zero-sum" in text and "step by step" in text
-    assert bytes(BaseModelTemplate().token_ids("BOARD", FakeTokenizer())).decode() == text
+    assert bytes(token_ids(BaseModelTemplate(), ["BOARD"], FakeTokenizer())[0]).decode() == text
 
 
 def test_chat_template_passes_enable_thinking() -> None:
     tokenizer = FakeTokenizer()
-    ids = ChatTemplate(enable_thinking=False).token_ids("OBS", tokenizer)
+    ids = token_ids(ChatTemplate(enable_thinking=False), ["OBS"], tokenizer)[0]
     assert tokenizer.kwargs == {"enable_thinking": False}
     assert bytes(ids).decode().endswith("<assistant>")
 

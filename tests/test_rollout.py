@@ -24,8 +24,8 @@ from spiral_agents.llm.rollout import (
 class ByteTokenizer:
     """Token id = byte value; enough for prompts and decoding checks."""
 
-    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
-        return {"input_ids": list(text.encode())}
+    def __call__(self, texts: list[str], add_special_tokens: bool = False) -> dict:
+        return {"input_ids": [list(text.encode()) for text in texts]}
 
     def decode(self, ids: Sequence[int]) -> str:
         return bytes(ids).decode()

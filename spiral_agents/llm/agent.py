@@ -31,7 +31,7 @@ class LLMAgent:
         return self.act_batch([observation])[0]
 
     def act_batch(self, observations: Sequence[Observation]) -> list[str | spiral_envs.Invalid]:
-        prompts = [self.policy.prompt(obs["text"]) for obs in observations]
+        prompts = self.policy.prompts([obs["text"] for obs in observations])
         seeds = [self.seed + self.moves + i for i in range(len(prompts))]
         self.moves += len(prompts)
         outputs = self.policy.backend.generate(prompts, self.policy.sampling, seeds)

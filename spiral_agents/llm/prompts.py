@@ -26,11 +26,18 @@ INSTRUCTION = (
 
 
 class PromptTemplate(Protocol):
-    """Renders an observation text as token ids (local backends) or chat messages (remote)."""
+    """Renders an observation text as the prompt text (then token ids, for local backends)
+    or as chat messages (for remote chat endpoints)."""
 
-    def token_ids(self, observation: str, tokenizer: Any) -> TokenIds: ...
+    def render(self, observation: str, tokenizer: Any = None) -> str: ...
 
     def messages(self, observation: str) -> ChatMessages: ...
+
+
+def token_ids(template: PromptTemplate, observations: list[str], tokenizer: Any) -> list[TokenIds]:
+    """Token ids of many prompts, tokenized in one call."""
+    rendered = [template.render(observation, tokenizer) for observation in observations]
+    return [list(ids) for ids in tokenizer(rendered, add_special_tokens=False)["input_ids"]]
 
 
 def user_message(observation: str) -> str:
@@ -43,11 +50,8 @@ class BaseModelTemplate:
 
     name: str = "spiral-base"
 
-    def text(self, observation: str) -> str:
+    def render(self, observation: str, tokenizer: Any = None) -> str:
         return f"<|im_start|>user\n{user_message(observation)}<|im_end|>\n<|im_start|>assistant\n"
-
-    def token_ids(self, observation: str, tokenizer: Any) -> TokenIds:
-        return list(tokenizer(self.text(observation), add_special_tokens=False)["input_ids"])
 
     def messages(self, observation: str) -> ChatMessages:
         return [{"role": "user", "content": user_message(observation)}]
@@ -65,12 +69,13 @@ class ChatTemplate:
         messages = [{"role": "system", "content": self.system}] if self.system else []
         return messages + [{"role": "user", "content": user_message(observation)}]
 
-    def token_ids(self, observation: str, tokenizer: Any) -> TokenIds:
+    def render(self, observation: str, tokenizer: Any = None) -> str:
+        if tokenizer is None:
+            raise ValueError("the chat template is the tokenizer's: pass the tokenizer")
         kwargs = {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
-        rendered = tokenizer.apply_chat_template(
+        return tokenizer.apply_chat_template(
             self.messages(observation), add_generation_prompt=True, tokenize=False, **kwargs
         )
-        return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
 
 
 @dataclass(frozen=True)
@@ -84,14 +89,11 @@ class CustomTemplate:
         if "{observation}" not in self.template:
             raise ValueError("a custom template needs an {observation} field")
 
-    def text(self, observation: str) -> str:
+    def render(self, observation: str, tokenizer: Any = None) -> str:
         return self.template.replace("{observation}", observation)
 
-    def token_ids(self, observation: str, tokenizer: Any) -> TokenIds:
-        return list(tokenizer(self.text(observation), add_special_tokens=False)["input_ids"])
-
     def messages(self, observation: str) -> ChatMessages:
-        return [{"role": "user", "content": self.text(observation)}]
+        return [{"role": "user", "content": self.render(observation)}]
 
 
 def template_for_model(model_id: str) -> PromptTemplate:

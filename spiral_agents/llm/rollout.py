@@ -23,7 +23,7 @@ from spiral_agents.base import as_agent, reset_agent
 from spiral_agents.registry import make_agent
 from spiral_agents.llm.answers import extract_answer
 from spiral_agents.llm.backend import Backend, Prompt, SamplingConfig
-from spiral_agents.llm.prompts import PromptTemplate, template_for_model
+from spiral_agents.llm.prompts import PromptTemplate, template_for_model, token_ids
 
 SEATS = spiral_envs.AGENTS
 
@@ -44,11 +44,14 @@ class LLMPolicy:
         if self.template is None:
             self.template = template_for_model(self.name)
 
-    def prompt(self, observation_text: str) -> Prompt:
+    def prompts(self, observation_texts: list[str]) -> list[Prompt]:
         tokenizer = getattr(self.backend, "tokenizer", None)
         if tokenizer is None:
-            return self.template.messages(observation_text)
-        return self.template.token_ids(observation_text, tokenizer)
+            return [self.template.messages(text) for text in observation_texts]
+        return token_ids(self.template, observation_texts, tokenizer)
+
+    def prompt(self, observation_text: str) -> Prompt:
+        return self.prompts([observation_text])[0]
 
 
 @dataclass
@@ -221,7 +224,7 @@ class RolloutEngine:
     def _generate(self, group: list[_LiveGame]) -> None:
         policy: LLMPolicy = group[0].seats[group[0].env.agent_selection]
         seats = [g.env.agent_selection for g in group]
-        prompts = [policy.prompt(g.env.observe(seat)["text"]) for g, seat in zip(group, seats)]
+        prompts = policy.prompts([g.env.observe(seat)["text"] for g, seat in zip(group, seats)])
         seeds = [
             int(np.random.SeedSequence([self.seed, 2, g.episode, g.turn]).generate_state(1)[0])
             for g in group
