@@ -103,6 +103,15 @@ def test_seeded_sampling_is_reproducible_and_independent_of_the_batch(backend, p
     assert all(a != b for a, b in zip(other, tokens(first)))
 
 
+def test_seeded_batch_larger_than_one_scheduler_step(backend):
+    # 64 seeded prompts of 200 tokens exceed one step's token budget: vLLM must not split a
+    # prefill (on the CPU it then fails rewinding the request's generator).
+    prompts = [[(7 * i + j) % 1000 + 10 for j in range(200)] for i in range(64)]
+    outputs = backend.generate(prompts, SAMPLE, seeds=list(range(64)))
+    assert [g.error for (g,) in outputs] == [None] * 64
+    assert tokens(outputs)[5] == tokens(backend.generate([prompts[5]], SAMPLE, seeds=[5]))[0]
+
+
 def test_n_samples_are_seeded_with_seed_plus_index(backend, prompts):
     sampling = SamplingConfig(temperature=1.0, max_tokens=12, n=3)
     (samples,) = backend.generate([prompts[0]], sampling, seeds=[5])

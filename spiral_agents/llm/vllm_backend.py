@@ -58,7 +58,9 @@ class VLLMBackend:
     Environment defaults, each set only if unset and before vLLM reads it:
     ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` (the engine runs in this process, so weight updates
     pass tensors directly), ``HF_HUB_OFFLINE=1`` when ``model`` is a local directory, and on
-    the CPU ``VLLM_CPU_KVCACHE_SPACE=1``.
+    the CPU ``VLLM_CPU_KVCACHE_SPACE=1``. On the CPU chunked prefill is off by default (vLLM
+    0.32 cannot rewind a CPU random generator after a partial prefill, which fails every
+    seeded request of a batch larger than one scheduler step).
     """
 
     def __init__(
@@ -97,6 +99,9 @@ class VLLMBackend:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
             if dtype == "auto":
                 dtype = "float32"
+            # vLLM rewinds a seeded request's generator after a partial (chunked) prefill;
+            # CPU generators cannot rewind, so a large seeded batch would fail every request.
+            engine_kwargs.setdefault("enable_chunked_prefill", False)
         if enforce_eager is None:
             enforce_eager = on_cpu
         self.sleep_mode = enable_sleep_mode and current_platform.is_sleep_mode_available()
