@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from spiral_agents.arena import summarize
+from spiral_agents.llm import attention
 from spiral_agents.llm.agent import evaluate
 from spiral_agents.llm.backend import SamplingConfig
 from spiral_agents.llm.prompts import make_template
@@ -47,7 +48,11 @@ def load_model(config: TrainConfig) -> tuple[torch.nn.Module, Any]:
     if dtype == "auto":
         dtype = "bfloat16" if device == "cuda" else "float32"
     tokenizer = AutoTokenizer.from_pretrained(config.model.path)
-    model = AutoModelForCausalLM.from_pretrained(config.model.path, dtype=getattr(torch, dtype)).to(device)
+    # On the CPU, grouped-query attention without copying key/value heads (same results).
+    kwargs = {"attn_implementation": attention.register()} if device == "cpu" else {}
+    model = AutoModelForCausalLM.from_pretrained(
+        config.model.path, dtype=getattr(torch, dtype), **kwargs
+    ).to(device)
     if config.model.lora_rank:
         from peft import LoraConfig, get_peft_model
 

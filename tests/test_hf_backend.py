@@ -128,6 +128,62 @@ def test_logprobs_equal_a_full_forward_pass(backend, prompts, sampling):
         torch.testing.assert_close(actual, expected, atol=1e-4, rtol=0)
 
 
+def test_a_shared_prefix_is_prefilled_once_with_the_same_results(backend, monkeypatch):
+    rules = "You play a two-player zero-sum game of tic tac toe. " * 8
+    texts = [rules + "Board: X at 4.", rules + "Board: O at 0, X at 8, 2.", rules + "x"]
+    prompts = [backend.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    prompts.append(prompts[0][:40])  # a prompt that is all shared prefix
+    lengths = []
+    forward = backend.model.forward
+    monkeypatch.setattr(
+        backend.model, "forward", lambda **kw: lengths.append(kw["input_ids"].shape) or forward(**kw)
+    )
+    sampling = SamplingConfig(temperature=1.0, max_tokens=12, logprobs=True)
+    batched = backend.generate(prompts, sampling, seeds=[1, 2, 3, 4])
+    assert lengths[0] == (1, 39)  # the prefix once, up to the shortest prompt's last token
+    assert lengths[1][0] == 4 and lengths[1][1] == max(map(len, prompts)) - 39
+    monkeypatch.undo()
+    for i, prompt in enumerate(prompts):
+        (alone,) = backend.generate([prompt], sampling, seeds=[i + 1])[0]
+        assert batched[i][0].token_ids == alone.token_ids
+        torch.testing.assert_close(batched[i][0].logprobs, alone.logprobs, atol=1e-4, rtol=0)
+
+
+def test_prompts_of_different_games_share_their_own_prefixes_in_one_batch(backend, monkeypatch):
+    texts = [f"{rules * 30} {board}" for rules in ("Tic tac toe. ", "Kuhn poker. ")
+             for board in ("X at 4.", "O at 0, X at 8.", "empty")]
+    prompts = [backend.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    prompts.append(backend.tokenizer("a lone prompt", add_special_tokens=False)["input_ids"])
+    calls = []
+    forward = backend.model.forward
+    monkeypatch.setattr(
+        backend.model, "forward", lambda **kw: calls.append(kw["input_ids"].shape) or forward(**kw)
+    )
+    sampling = SamplingConfig(temperature=1.0, max_tokens=8, logprobs=True)
+    batched = backend.generate(prompts, sampling, seeds=list(range(7)))
+    # Two shared prefixes, three groups' own tokens, then one decoding loop for all seven.
+    assert sorted(shape[0] for shape in calls[:5]) == [1, 1, 1, 3, 3]
+    assert tuple(calls[5]) == (7, 1)
+    monkeypatch.undo()
+    for i, prompt in enumerate(prompts):
+        (alone,) = backend.generate([prompt], sampling, seeds=[i])[0]
+        assert batched[i][0].token_ids == alone.token_ids
+        torch.testing.assert_close(batched[i][0].logprobs, alone.logprobs, atol=1e-4, rtol=0)
+
+
+def test_prefix_groups_split_only_where_sharing_saves_work():
+    from spiral_agents.llm.hf_backend import SPLIT_SAVING, _prefix_groups, _Row
+
+    game_a = [[1] * 1000 + [2, i] for i in range(3)]
+    game_b = [[3] * 1000 + [4, i] for i in range(3)]
+    short = [[5, i] for i in range(3)] + [[6, i] for i in range(3)]
+    rows = sorted((_Row(k, 0, ids, None) for k, ids in enumerate(game_a + game_b + short)),
+                  key=lambda row: row.ids)
+    groups = [[row.prompt for row in group] for group in _prefix_groups(rows)]
+    assert groups == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9, 10, 11]]  # short rows stay together
+    assert 2 < SPLIT_SAVING < 1000 * 2
+
+
 def test_top_k_and_top_p_truncate_the_sampling_distribution(backend, prompts):
     greedy = tokens(backend.generate(prompts, GREEDY))
     top1 = SamplingConfig(temperature=1.0, top_k=1, max_tokens=16)

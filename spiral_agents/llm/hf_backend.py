@@ -27,16 +27,17 @@ thing from either backend:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spiral_agents.llm import attention
 from spiral_agents.llm.backend import Generation, Prompt, SamplingConfig
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedModel
+    from transformers import DynamicCache, PreTrainedModel
 
 GREEDY_BELOW = 1e-5
 """Temperatures under this sample greedily (vLLM's threshold)."""
@@ -67,7 +68,8 @@ class TransformersBackend:
         dtype: ``"auto"`` (bfloat16 on CUDA, float32 on CPU; a loaded model keeps its own),
             or a dtype name such as ``"float32"``/``"bfloat16"``, or a ``torch.dtype``.
         batch_size: most output rows (prompts times ``n``) decoded together.
-        attn_implementation: passed to ``from_pretrained`` (e.g. ``"sdpa"``, ``"eager"``).
+        attn_implementation: passed to ``from_pretrained`` (e.g. ``"sdpa"``, ``"eager"``); by
+            default ``"sdpa_gqa"`` on the CPU (see :mod:`spiral_agents.llm.attention`).
     """
 
     def __init__(
@@ -81,7 +83,8 @@ class TransformersBackend:
         attn_implementation: str | None = None,
     ) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+        from transformers.cache_utils import DynamicLayer
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -90,6 +93,8 @@ class TransformersBackend:
             self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
             torch_dtype = _resolve_dtype(dtype, self.device)
             kwargs = {"dtype": torch_dtype}
+            if attn_implementation is None and self.device.type == "cpu":
+                attn_implementation = attention.register()
             if attn_implementation is not None:
                 kwargs["attn_implementation"] = attn_implementation
             try:
@@ -125,6 +130,10 @@ class TransformersBackend:
         self.stop_ids = frozenset(_default_stop_ids(self.tokenizer, self.model))
         pad = self.tokenizer.pad_token_id
         self.pad_id: int = pad if pad is not None else (min(self.stop_ids) if self.stop_ids else 0)
+        # Prefix groups merge into one batch by left-padding their caches: plain layers only
+        # (not sliding-window ones, whose window would count the padding).
+        layers = DynamicCache(config=self.model.config).layers
+        self._mergeable_cache = all(type(layer) is DynamicLayer for layer in layers)
 
     # -- generation -------------------------------------------------------------------------
 
@@ -151,8 +160,9 @@ class TransformersBackend:
                 continue
             for sample in range(sampling.n):
                 rows.append(_Row(index, sample, ids, None if seed is None else seed + sample))
-        # Longest first, so each chunk pads little; every row is independent of its chunk.
-        rows.sort(key=lambda row: -len(row.ids))
+        # In token order, rows that share a prefix are neighbours; every row is independent
+        # of its chunk.
+        rows.sort(key=lambda row: row.ids)
         outputs: _Outputs = {}
         was_training = self.model.training
         self.model.eval()
@@ -202,34 +212,18 @@ class TransformersBackend:
             return outputs
 
     def _run_chunk(self, chunk: list[_Row], sampling: SamplingConfig) -> _Outputs:
-        """Decode one left-padded batch with a KV cache; finished rows leave the batch."""
+        """Decode one batch with a KV cache; finished rows leave the batch."""
         import torch
-        from transformers import DynamicCache
 
         device = self.device
         lengths = [len(row.ids) for row in chunk]
-        width = max(lengths)
-        input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for i, row in enumerate(chunk):
-            input_ids[i, width - lengths[i] :] = torch.tensor(row.ids, dtype=torch.long)
-            mask[i, width - lengths[i] :] = 1
-        input_ids, mask = input_ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        groups = list(_prefix_groups(chunk)) if self._mergeable_cache else [chunk]
+        cache, mask, logits = self._merge([self._prefill(group) for group in groups])
         room = [self.max_length - n if self.max_length else sampling.max_tokens for n in lengths]
         budgets = [min(sampling.max_tokens, r) for r in room]
         stop_ids = self.stop_ids | set(sampling.stop_token_ids)
         greedy = sampling.temperature < GREEDY_BELOW
         generators = None if greedy else [self._generator(row.seed) for row in chunk]
-        cache = DynamicCache(config=self.model.config)
-        logits = self.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1, :]
         tokens: list[list[int]] = [[] for _ in chunk]
         logprobs: list[list[float]] = [[] for _ in chunk]
         finish: list[str] = [""] * len(chunk)
@@ -278,6 +272,73 @@ class TransformersBackend:
                 finish_reason=finish[i],  # type: ignore[arg-type]
             )
         return outputs
+
+    def _prefill(self, rows: list[_Row]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        """KV cache, attention mask and last-token logits of rows' prompts.
+
+        The rows' shared prefix (all but at least one token of each prompt) is computed once
+        and its cache copied to every row; the rest of each prompt follows, left-padded:
+        ``[prefix][padding][own tokens]``, the padding masked out.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        device = self.device
+        lengths = [len(row.ids) for row in rows]
+        shared = min(_common_prefix(rows[0].ids, rows[-1].ids), min(lengths) - 1)
+        cache = DynamicCache(config=self.model.config)
+        if len(rows) > 1 and shared > 0:
+            prefix = torch.tensor([rows[0].ids[:shared]], dtype=torch.long, device=device)
+            self.model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(len(rows))
+        else:
+            shared = 0
+        width = max(lengths) - shared
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for i, row in enumerate(rows):
+            own = lengths[i] - shared
+            input_ids[i, width - own :] = torch.tensor(row.ids[shared:], dtype=torch.long)
+            mask[i, shared + width - own :] = 1
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        logits = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, shared:],
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1, :]
+        return cache, mask, logits
+
+    def _merge(
+        self, parts: list[tuple[DynamicCache, torch.Tensor, torch.Tensor]]
+    ) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        """One batch from prefilled groups: caches and masks left-padded to a common length."""
+        import torch
+        from transformers import DynamicCache
+
+        if len(parts) == 1:
+            return parts[0]
+        width = max(mask.shape[1] for _, mask, _ in parts)
+
+        def pad(tensor: torch.Tensor, dim: int) -> torch.Tensor:
+            missing = width - tensor.shape[dim]
+            shape = list(tensor.shape)
+            shape[dim] = missing
+            return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+        layers = [
+            (
+                torch.cat([pad(cache.layers[i].keys, -2) for cache, _, _ in parts]),
+                torch.cat([pad(cache.layers[i].values, -2) for cache, _, _ in parts]),
+            )
+            for i in range(len(parts[0][0].layers))
+        ]
+        mask = torch.cat([pad(mask, 1) for _, mask, _ in parts])
+        logits = torch.cat([logits for _, _, logits in parts])
+        return DynamicCache(layers, config=self.model.config), mask, logits
 
     @staticmethod
     def _generator(seed: int | None) -> torch.Generator:
@@ -377,6 +438,40 @@ def _truncate(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
         drop[:, -1] = False
         logits = logits.scatter(-1, order, ascending.masked_fill(drop, float("-inf")))
     return logits
+
+
+SPLIT_SAVING = 256
+"""Prefill tokens a separate prefix group must save (over the rows already in the current
+one) to be worth its own two prefill calls: rows of another game, seat or template."""
+
+
+def _prefix_groups(rows: list[_Row]) -> Iterator[list[_Row]]:
+    """Rows in token order, cut where a row would shorten the current group's shared prefix
+    so much that the rows already in it would recompute more than :data:`SPLIT_SAVING`
+    tokens (the first row computes its prefix either way)."""
+    group: list[_Row] = []
+    shared = 0
+    for row in rows:
+        if group:
+            with_row = _common_prefix(group[0].ids, row.ids)
+            if (shared - with_row) * (len(group) - 1) > SPLIT_SAVING:
+                yield group
+                group = []
+            else:
+                shared = with_row
+        if not group:
+            shared = len(row.ids)
+        group.append(row)
+    if group:
+        yield group
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token sequences."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
 
 
 def _errors(count: int, message: str) -> list[Generation]:
