@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from spiral_agents.llm import attention
 from spiral_agents.llm.tiny import ensure_tiny_qwen3
 from spiral_train.learner import Learner, LearnerConfig, pack
 from spiral_train.loss import LossConfig
@@ -55,7 +56,8 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     path = ensure_tiny_qwen3(os.path.join(tempfile.gettempdir(), "spiral-bench-tiny-qwen3"))
-    model = AutoModelForCausalLM.from_pretrained(path)
+    # as the trainer loads it on the CPU
+    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attention.register())
     generator = torch.Generator().manual_seed(0)
     samples = [
         Sample(
