@@ -82,9 +82,8 @@ class ConnectFour(Game):
             "pieces fall to the bottom):\n"
             for p in range(2)
         )
-        self._rules = tuple(self._write_rules(p) for p in range(2))
 
-    def _write_rules(self, player: int) -> str:
+    def rules(self, player: int) -> str:
         return (
             f"You are Player {player} in Connect Four, a two-player zero-sum game, and you play "
             f"{MARKS[player]}; your opponent, Player {1 - player}, plays {MARKS[1 - player]}. "
@@ -99,9 +98,6 @@ class ConnectFour(Game):
 
     def new_state(self, rng: np.random.Generator) -> ConnectFourState:
         return ConnectFourState(self, rng)
-
-    def rules(self, player: int) -> str:
-        return self._rules[player]
 
 
 class ConnectFourState(GameState):

@@ -47,9 +47,8 @@ class KuhnPoker(Game):
         self.rounds, self.ante, self.first_opener = rounds, ante, first_opener
         self.max_turns = 4 * rounds + 10
         self.chip_scale = float(rounds * (ante + 1))
-        self._rules = tuple(self._write_rules(p) for p in range(2))
 
-    def _write_rules(self, player: int) -> str:
+    def rules(self, player: int) -> str:
         hands = "one hand" if self.rounds == 1 else f"{self.rounds} hands"
         return (
             f"You are Player {player} in Kuhn Poker, a two-player zero-sum card game of "
@@ -67,9 +66,6 @@ class KuhnPoker(Game):
 
     def new_state(self, rng: np.random.Generator) -> KuhnPokerState:
         return KuhnPokerState(self, rng)
-
-    def rules(self, player: int) -> str:
-        return self._rules[player]
 
 
 class KuhnPokerState(GameState):

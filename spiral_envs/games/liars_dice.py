@@ -75,9 +75,8 @@ class LiarsDice(Game):
         self.observation_scale = np.array(
             [1.0 / dice] * 8 + [1.0 / self.max_quantity, 1.0 / FACES], dtype=np.float32
         )
-        self._rules = tuple(self._write_rules(p) for p in range(2))
 
-    def _write_rules(self, player: int) -> str:
+    def rules(self, player: int) -> str:
         d = self.dice
         return (
             f"You are Player {player} in Liar's Dice, a two-player zero-sum bluffing game "
@@ -99,9 +98,6 @@ class LiarsDice(Game):
 
     def new_state(self, rng: np.random.Generator) -> LiarsDiceState:
         return LiarsDiceState(self, rng)
-
-    def rules(self, player: int) -> str:
-        return self._rules[player]
 
 
 class LiarsDiceState(GameState):

@@ -45,9 +45,8 @@ class SimpleNegotiation(Game):
         self.observation_shape = (4 * len(self.resources) + 2,)
         self.observation_high = float(max(100, turns))
         self._names = {r.lower(): i for i, r in enumerate(self.resources)}
-        self._rules = tuple(self._write_rules(p) for p in range(2))
 
-    def _write_rules(self, player: int) -> str:
+    def rules(self, player: int) -> str:
         resources = ", ".join(self.resources)
         first, second = self.resources[:2]
         return (
@@ -68,9 +67,6 @@ class SimpleNegotiation(Game):
             "inventory, counted at their own values. The larger gain wins; equal gains are a "
             "draw.\n"
         )
-
-    def rules(self, player: int) -> str:
-        return self._rules[player]
 
     def new_state(self, rng: np.random.Generator) -> NegotiationState:
         holdings, values = self.deal(rng)

@@ -82,9 +82,8 @@ class Nim(Game):
             (i, q) for i, size in enumerate(self.piles) for q in range(1, size + 1)
         )
         self.largest = np.float32(max(self.piles))
-        self._rules = tuple(self._write_rules(p) for p in range(2))
 
-    def _write_rules(self, player: int) -> str:
+    def rules(self, player: int) -> str:
         sizes = ", ".join(f"pile {i}: {size}" for i, size in enumerate(self.piles))
         return (
             f"You are Player {player} in Nim, a two-player zero-sum game against Player "
@@ -98,9 +97,6 @@ class Nim(Game):
 
     def new_state(self, rng: np.random.Generator) -> NimState:
         return NimState(self, rng)
-
-    def rules(self, player: int) -> str:
-        return self._rules[player]
 
 
 class NimState(GameState):

@@ -56,9 +56,8 @@ class PigDice(Game):
         self.max_turns = _MOVES_PER_GAME_TURN * max_game_turns
         self.score_scale = 1.0 / target
         self.turn_scale = 1.0 / max_game_turns
-        self._rules = tuple(self._write_rules(p) for p in range(2))
 
-    def _write_rules(self, player: int) -> str:
+    def rules(self, player: int) -> str:
         return (
             f"You are Player {player} in Pig Dice, a two-player zero-sum dice game against "
             f"Player {1 - player}. Player 0 takes the first turn.\n"
@@ -74,9 +73,6 @@ class PigDice(Game):
 
     def new_state(self, rng: np.random.Generator) -> PigDiceState:
         return PigDiceState(self, rng)
-
-    def rules(self, player: int) -> str:
-        return self._rules[player]
 
 
 class PigDiceV0(PigDice):

@@ -106,9 +106,8 @@ class Snake(Game):
             (row, column),
             (self.height - 1 - row, self.width - 1 - column),
         )
-        self._rules = tuple(self._write_rules(p) for p in range(2))
 
-    def _write_rules(self, player: int) -> str:
+    def rules(self, player: int) -> str:
         other = 1 - player
         return (
             f"You are Player {player} in Snake, a two-player zero-sum game against Player "
@@ -131,9 +130,6 @@ class Snake(Game):
 
     def new_state(self, rng: np.random.Generator) -> SnakeState:
         return SnakeState(self, rng)
-
-    def rules(self, player: int) -> str:
-        return self._rules[player]
 
 
 class SnakeState(GameState):

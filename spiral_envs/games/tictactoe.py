@@ -28,22 +28,19 @@ class TicTacToe(Game):
     observation_dtype = np.int8
     max_turns = 50
 
-    def __init__(self) -> None:
-        self._rules = tuple(
-            f"You are Player {p} in TicTacToe, a two-player zero-sum game, and you play {MARKS[p]}; "
-            f"your opponent, Player {1 - p}, plays {MARKS[1 - p]}. Player 0 moves first.\n"
+    def rules(self, player: int) -> str:
+        return (
+            f"You are Player {player} in TicTacToe, a two-player zero-sum game, and you play "
+            f"{MARKS[player]}; your opponent, Player {1 - player}, plays {MARKS[1 - player]}. "
+            "Player 0 moves first.\n"
             "The board has nine cells numbered 0 to 8, row by row from the top left. On your "
             "turn, claim an empty cell by writing its number in square brackets, e.g. [4]. "
             "Three of your marks in a row, column or diagonal win; a full board with no line is "
             "a draw.\n"
-            for p in range(2)
         )
 
     def new_state(self, rng: np.random.Generator) -> TicTacToeState:
         return TicTacToeState(self, rng)
-
-    def rules(self, player: int) -> str:
-        return self._rules[player]
 
 
 class TicTacToeState(GameState):

@@ -130,7 +130,6 @@ class TruthAndDeception(Game):
         self.turns = turns
         self.max_turns = 4 * turns
         self.facts = default_facts() if facts_path is None else load_facts(facts_path)
-        self._rules = (self._deceiver_rules(), self._guesser_rules())
 
     def _common_rules(self, player: int) -> str:
         return (
@@ -160,7 +159,7 @@ class TruthAndDeception(Game):
         )
 
     def rules(self, player: int) -> str:
-        return self._rules[player]
+        return self._deceiver_rules() if player == DECEIVER else self._guesser_rules()
 
     def random_text_move(self, observation: dict[str, Any], rng: np.random.Generator) -> str:
         obs = observation["observation"]
