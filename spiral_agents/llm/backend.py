@@ -57,6 +57,42 @@ class Generation:
     error: str | None = None
 
 
+def error_generations(count: int, message: str) -> list[Generation]:
+    """``count`` failed generations that carry ``message``."""
+    return [Generation(text="", finish_reason="error", error=message) for _ in range(count)]
+
+
+def check_seeds(prompts: Sequence[Prompt], seeds: Sequence[int | None] | None) -> list[int | None]:
+    """One seed (or None) per prompt; a list of the wrong length is an error."""
+    if seeds is None:
+        return [None] * len(prompts)
+    if len(seeds) != len(prompts):
+        raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
+    return list(seeds)
+
+
+def encode_prompt(
+    prompt: Prompt, tokenizer: Any, vocab_size: int, max_length: int | None, limit_name: str
+) -> TokenIds:
+    """A local backend's token ids for a prompt: chat messages go through the tokenizer's chat
+    template; ids must lie in the vocabulary and leave room under ``max_length`` (named
+    ``limit_name`` in the error) for at least one new token."""
+    if not prompt:
+        raise ValueError("empty prompt")
+    if isinstance(prompt[0], dict):
+        messages = list(prompt)
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    else:
+        ids = [int(token) for token in prompt]
+    bad = [token for token in ids if not 0 <= token < vocab_size]
+    if bad:
+        raise ValueError(f"token ids outside the vocabulary of {vocab_size}: {bad[:5]}")
+    if max_length is not None and len(ids) >= max_length:
+        raise ValueError(f"prompt of {len(ids)} tokens reaches {limit_name} {max_length}")
+    return ids
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Generates continuations for a batch of prompts in one call."""

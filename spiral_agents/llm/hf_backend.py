@@ -33,7 +33,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spiral_agents.llm import attention
-from spiral_agents.llm.backend import Generation, Prompt, SamplingConfig
+from spiral_agents.llm.backend import (
+    Generation,
+    Prompt,
+    SamplingConfig,
+    check_seeds,
+    encode_prompt,
+    error_generations,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -146,17 +153,17 @@ class TransformersBackend:
         """For each prompt, ``sampling.n`` generations; ``seeds[i]`` seeds prompt i's rows."""
         import torch
 
-        if seeds is None:
-            seeds = [None] * len(prompts)
-        if len(seeds) != len(prompts):
-            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
+        seeds = check_seeds(prompts, seeds)
         results: list[list[Generation]] = [[] for _ in prompts]
         rows: list[_Row] = []
         for index, (prompt, seed) in enumerate(zip(prompts, seeds)):
             try:
-                ids = self._encode(prompt)
+                ids = encode_prompt(
+                    prompt, self.tokenizer, self.vocab_size, self.max_length,
+                    "max_position_embeddings",
+                )
             except Exception as exc:  # noqa: BLE001 - one bad prompt ends only itself
-                results[index] = _errors(sampling.n, f"bad prompt: {exc}")
+                results[index] = error_generations(sampling.n, f"bad prompt: {exc}")
                 continue
             for sample in range(sampling.n):
                 rows.append(_Row(index, sample, ids, None if seed is None else seed + sample))
@@ -177,24 +184,6 @@ class TransformersBackend:
             results[index].append(generation)
         return results
 
-    def _encode(self, prompt: Prompt) -> list[int]:
-        """Token ids of a prompt; chat messages go through the chat template."""
-        if not prompt:
-            raise ValueError("empty prompt")
-        if isinstance(prompt[0], dict):
-            text = self.tokenizer.apply_chat_template(
-                list(prompt), add_generation_prompt=True, tokenize=False
-            )
-            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        else:
-            ids = [int(token) for token in prompt]
-        bad = [token for token in ids if not 0 <= token < self.vocab_size]
-        if bad:
-            raise ValueError(f"token ids outside the vocabulary of {self.vocab_size}: {bad[:5]}")
-        if self.max_length is not None and len(ids) >= self.max_length:
-            raise ValueError(f"prompt of {len(ids)} tokens reaches the {self.max_length} limit")
-        return ids
-
     def _run_isolated(self, chunk: list[_Row], sampling: SamplingConfig) -> _Outputs:
         """Run a chunk; if it fails, run each prompt's rows alone so only the culprit errors."""
         try:
@@ -205,7 +194,7 @@ class TransformersBackend:
                 by_prompt.setdefault(row.prompt, []).append(row)
             if len(by_prompt) == 1:
                 message = f"{type(exc).__name__}: {exc}"
-                return {(row.prompt, row.sample): _errors(1, message)[0] for row in chunk}
+                return {(row.prompt, row.sample): error_generations(1, message)[0] for row in chunk}
             outputs: _Outputs = {}
             for group in by_prompt.values():
                 outputs.update(self._run_isolated(group, sampling))
@@ -473,6 +462,3 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             return i
     return min(len(a), len(b))
 
-
-def _errors(count: int, message: str) -> list[Generation]:
-    return [Generation(text="", finish_reason="error", error=message) for _ in range(count)]

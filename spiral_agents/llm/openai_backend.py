@@ -33,7 +33,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
-from spiral_agents.llm.backend import FinishReason, Generation, Prompt, SamplingConfig
+from spiral_agents.llm.backend import (
+    FinishReason,
+    Generation,
+    Prompt,
+    SamplingConfig,
+    check_seeds,
+    error_generations,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -176,8 +183,7 @@ class OpenAICompatibleBackend:
         """Async :meth:`generate`: all prompts at once, at most ``concurrency`` in flight."""
         import httpx
 
-        if seeds is not None and len(seeds) != len(prompts):
-            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
+        seeds = check_seeds(prompts, seeds)
         if not prompts:
             return []
         headers = {"Authorization": f"Bearer {self._key.value}"} if self._key else {}
@@ -191,10 +197,8 @@ class OpenAICompatibleBackend:
             return list(
                 await asyncio.gather(
                     *(
-                        self._one_prompt(
-                            client, semaphore, prompt, sampling, None if seeds is None else seeds[i]
-                        )
-                        for i, prompt in enumerate(prompts)
+                        self._one_prompt(client, semaphore, prompt, sampling, seed)
+                        for prompt, seed in zip(prompts, seeds)
                     )
                 )
             )
@@ -210,15 +214,15 @@ class OpenAICompatibleBackend:
         try:
             body = self._body(prompt, sampling, seed)
         except ValueError as exc:
-            return _errors(sampling.n, str(exc))
+            return error_generations(sampling.n, str(exc))
         try:
             data = await self._post(client, semaphore, body)
             generations = [self._parse_choice(choice, sampling) for choice in data]
         except _RequestFailed as exc:
-            return _errors(sampling.n, self._redact(exc.reason))
+            return error_generations(sampling.n, self._redact(exc.reason))
         if len(generations) < sampling.n:
             missing = f"server returned {len(generations)} of {sampling.n} choices"
-            generations += _errors(sampling.n - len(generations), missing)
+            generations += error_generations(sampling.n - len(generations), missing)
         return generations[: sampling.n]
 
     def _body(self, prompt: Prompt | str, sampling: SamplingConfig, seed: int | None) -> dict:
@@ -355,9 +359,6 @@ class OpenAICompatibleBackend:
     def _redact(self, text: str) -> str:
         return text.replace(self._key.value, "<redacted>") if self._key else text
 
-
-def _errors(n: int, reason: str) -> list[Generation]:
-    return [Generation(text="", finish_reason="error", error=reason) for _ in range(n)]
 
 
 def _is_messages(prompt: object) -> bool:

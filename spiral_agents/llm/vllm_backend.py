@@ -29,7 +29,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spiral_agents.llm.backend import FinishReason, Generation, Prompt, SamplingConfig
+from spiral_agents.llm.backend import (
+    FinishReason,
+    Generation,
+    Prompt,
+    SamplingConfig,
+    check_seeds,
+    encode_prompt,
+    error_generations,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -150,19 +158,18 @@ class VLLMBackend:
         """
         import vllm
 
-        if seeds is None:
-            seeds = [None] * len(prompts)
-        if len(seeds) != len(prompts):
-            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
+        seeds = check_seeds(prompts, seeds)
         results: list[list[Generation]] = [[] for _ in prompts]
         requests: list[dict[str, list[int]]] = []
         params: list[vllm.SamplingParams] = []
         indices: list[int] = []
         for index, (prompt, seed) in enumerate(zip(prompts, seeds)):
             try:
-                ids = self._encode(prompt)
+                ids = encode_prompt(
+                    prompt, self.tokenizer, self.vocab_size, self.max_model_len, "max_model_len"
+                )
             except Exception as exc:  # noqa: BLE001 - one bad prompt ends only itself
-                results[index] = _errors(sampling.n, f"bad prompt: {exc}")
+                results[index] = error_generations(sampling.n, f"bad prompt: {exc}")
                 continue
             requests.append({"prompt_token_ids": ids})
             params.append(self._sampling_params(sampling, seed))
@@ -174,7 +181,7 @@ class VLLMBackend:
         except Exception as exc:  # noqa: BLE001 - report the failure, keep the caller alive
             message = f"vLLM generate failed: {type(exc).__name__}: {exc}"
             for index in indices:
-                results[index] = _errors(sampling.n, message)
+                results[index] = error_generations(sampling.n, message)
             return results
         for index, output in zip(indices, outputs):
             results[index] = [
@@ -182,25 +189,6 @@ class VLLMBackend:
                 for completion in sorted(output.outputs, key=lambda c: c.index)
             ]
         return results
-
-    def _encode(self, prompt: Prompt) -> list[int]:
-        """Token ids of a prompt; chat messages go through the chat template."""
-        if not prompt:
-            raise ValueError("empty prompt")
-        if isinstance(prompt[0], dict):
-            ids = self.tokenizer.apply_chat_template(
-                list(prompt), add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-        else:
-            ids = prompt
-        ids = [int(token) for token in ids]
-        bad = [token for token in ids if not 0 <= token < self.vocab_size]
-        if bad:
-            raise ValueError(f"token ids outside the vocabulary of {self.vocab_size}: {bad[:5]}")
-        if len(ids) >= self.max_model_len:
-            limit = self.max_model_len
-            raise ValueError(f"prompt of {len(ids)} tokens reaches max_model_len {limit}")
-        return ids
 
     @staticmethod
     def _sampling_params(sampling: SamplingConfig, seed: int | None) -> vllm.SamplingParams:
@@ -304,6 +292,3 @@ class VLLMBackend:
             self.llm.wake_up()
             self.sleeping = False
 
-
-def _errors(count: int, message: str) -> list[Generation]:
-    return [Generation(text="", finish_reason="error", error=message) for _ in range(count)]
