@@ -54,6 +54,13 @@ def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return text
 
 
+def win_returns(winner: int | None) -> tuple[float, float]:
+    """Terminal rewards: +1 to the winner and -1 to the loser; 0 each for a draw (``None``)."""
+    if winner is None:
+        return (0.0, 0.0)
+    return (1.0, -1.0) if winner == 0 else (-1.0, 1.0)
+
+
 class RandomSource:
     """A numpy ``Generator`` made on first use, standing in for it everywhere.
 

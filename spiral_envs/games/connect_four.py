@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed
+from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, win_returns
 
 MARKS = ("X", "O")
 EMPTY = "."
@@ -194,9 +194,7 @@ class ConnectFourState(GameState):
         return []
 
     def returns(self) -> tuple[float, float]:
-        if self.winner is None:
-            return (0.0, 0.0)
-        return (1.0, -1.0) if self.winner == 0 else (-1.0, 1.0)
+        return win_returns(self.winner)
 
     def details(self) -> dict[str, Any]:
         return {

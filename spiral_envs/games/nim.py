@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed
+from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, win_returns
 
 MAX_PILES = 20
 MAX_PILE_SIZE = 100
@@ -169,9 +169,7 @@ class NimState(GameState):
             self.current_player = 1 - player
 
     def returns(self) -> tuple[float, float]:
-        if self.winner is None:
-            return (0.0, 0.0)
-        return (1.0, -1.0) if self.winner == 0 else (-1.0, 1.0)
+        return win_returns(self.winner)
 
     def details(self) -> dict[str, Any]:
         return {"winner": self.winner, "piles": list(self.piles), "moves": self.moves}

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed
+from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, win_returns
 
 ROLL, HOLD = 0, 1
 ACTION_NAMES = ("[roll]", "[hold]")
@@ -168,9 +168,7 @@ class PigDiceState(GameState):
             )
 
     def returns(self) -> tuple[float, float]:
-        if self.winner is None:
-            return (0.0, 0.0)
-        return (1.0, -1.0) if self.winner == 0 else (-1.0, 1.0)
+        return win_returns(self.winner)
 
     def details(self) -> dict[str, Any]:
         return {

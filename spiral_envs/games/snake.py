@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed
+from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, win_returns
 
 UP, DOWN, LEFT, RIGHT = range(4)
 ACTION_NAMES = ("[up]", "[down]", "[left]", "[right]")
@@ -278,9 +278,7 @@ class SnakeState(GameState):
 
     # --- outcome -----------------------------------------------------------------------
     def returns(self) -> tuple[float, float]:
-        if self.winner is None:
-            return (0.0, 0.0)
-        return (1.0, -1.0) if self.winner == 0 else (-1.0, 1.0)
+        return win_returns(self.winner)
 
     def details(self) -> dict[str, Any]:
         return {

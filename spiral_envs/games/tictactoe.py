@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from spiral_envs.core import Game, GameState, Invalid, Parsed
+from spiral_envs.core import Game, GameState, Invalid, Parsed, win_returns
 
 MARKS = ("O", "X")
 LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6))
@@ -99,9 +99,7 @@ class TicTacToeState(GameState):
         self.current_player = 1 - player
 
     def returns(self) -> tuple[float, float]:
-        if self.winner is None:
-            return (0.0, 0.0)
-        return (1.0, -1.0) if self.winner == 0 else (-1.0, 1.0)
+        return win_returns(self.winner)
 
     def details(self) -> dict[str, Any]:
         return {"winner": self.winner, "board": self.render()}

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed
+from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, win_returns
 
 DECEIVER, GUESSER = 0, 1
 CHAT = "chat"
@@ -281,10 +281,7 @@ class TruthAndDeceptionState(GameState):
         return GUESSER if self.guess == self.true_fact else DECEIVER
 
     def returns(self) -> tuple[float, float]:
-        winner = self.winner()
-        if winner is None:
-            return (0.0, 0.0)
-        return (1.0, -1.0) if winner == DECEIVER else (-1.0, 1.0)
+        return win_returns(self.winner())
 
     def details(self) -> dict[str, Any]:
         return {
