@@ -19,52 +19,49 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 import spiral_envs
 
 
-def pettingzoo_style(make_env: Callable, games: int, rng: random.Random) -> tuple[float, float]:
-    """Steps/s and games/s of an AEC env, reset per game, acting on the observation's action mask."""
-    env = make_env()
+def random_play(env: Any, games: int, choose: Callable[[Any, dict], Any]) -> tuple[float, float]:
+    """Steps/s and games/s of an AEC env, reset per game, ``choose(env, observation)`` acting."""
     steps = 0
     start = time.perf_counter()
     for game in range(games):
         env.reset(seed=game)
         for _ in env.agent_iter():
             obs, _, termination, truncation, _ = env.last()
-            if termination or truncation:
-                action = None
-            else:
-                legal = obs["action_mask"].nonzero()[0]
-                action = int(legal[rng.randrange(len(legal))])
-            env.step(action)
+            env.step(None if termination or truncation else choose(env, obs))
             steps += 1
     return steps / (time.perf_counter() - start), games / (time.perf_counter() - start)
+
+
+def pettingzoo_style(make_env: Callable, games: int, rng: random.Random) -> tuple[float, float]:
+    """An AEC env acting by index on the observation's action mask."""
+
+    def choose(env: Any, obs: dict) -> int:
+        legal = obs["action_mask"].nonzero()[0]
+        return int(legal[rng.randrange(len(legal))])
+
+    return random_play(make_env(), games, choose)
 
 
 def spiral_text_actions(game_id: str, games: int, rng: random.Random) -> tuple[float, float]:
-    """Steps/s and games/s of a spiral env driven by text actions, as an LLM would drive it."""
+    """A spiral env driven by text actions, as an LLM would drive it."""
     env = spiral_envs.env(game_id)
     names = env.game.actions
     np_rng = np.random.default_rng(rng.randrange(2**32))
-    steps = 0
-    start = time.perf_counter()
-    for game in range(games):
-        env.reset(seed=game)
-        for _ in env.agent_iter():
-            obs, _, termination, truncation, _ = env.last()
-            if termination or truncation:
-                action = None
-            elif names is None:  # free-text game: a random valid message, offer or reply
-                action = env.state.random_move(np_rng)
-            else:
-                legal = obs["action_mask"].nonzero()[0]
-                action = names[legal[rng.randrange(len(legal))]]
-            env.step(action)
-            steps += 1
-    return steps / (time.perf_counter() - start), games / (time.perf_counter() - start)
+
+    def choose(env: Any, obs: dict) -> str:
+        if names is None:  # free-text game: a random valid message, offer or reply
+            return env.state.random_move(np_rng)
+        legal = obs["action_mask"].nonzero()[0]
+        return names[legal[rng.randrange(len(legal))]]
+
+    return random_play(env, games, choose)
 
 
 def textarena_tictactoe(games: int, rng: random.Random) -> tuple[float, float]:
