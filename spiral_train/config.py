@@ -30,12 +30,24 @@ class ModelConfig:
     lora_dropout: float = 0.0
 
 
+GENERATOR_BACKENDS = ("vllm", "transformers", "vllm-server")
+
+
 @dataclass
 class GeneratorConfig:
     backend: str = "vllm"
     """vllm (in-process, weights updated in place), transformers (shares the learner's
-    module), or openai (a served model, reloaded from each saved checkpoint)."""
+    module), or vllm-server (a running vLLM server that reloads each update's weights from a
+    saved checkpoint; start it with VLLM_SERVER_DEV_MODE=1)."""
     base_url: str | None = None
+    """vllm-server: the server's API root, e.g. http://127.0.0.1:8000/v1."""
+    served_model_name: str | None = None
+    """vllm-server: the model name the server answers to (default: model.path)."""
+    weights_dir: str | None = None
+    """vllm-server: where weight checkpoints for the server are written (default:
+    <output_dir>/served-weights); the server must see the same path."""
+    request_timeout: float = 600.0
+    """vllm-server: seconds one generation request (or one weight reload) may take."""
     gpu_memory_utilization: float = 0.5
     max_model_len: int = 12800
     sleep_while_learning: bool = True
@@ -143,8 +155,9 @@ class TrainConfig:
             (self.samples_per_step >= 1, "samples_per_step must be at least 1"),
             (self.concurrency >= 1, "concurrency must be at least 1"),
             (self.checkpoint_every >= 1, "checkpoint_every must be at least 1"),
-            (self.generator.backend in ("vllm", "transformers", "openai"), "generator.backend must be vllm, transformers or openai"),
-            (self.generator.backend != "openai" or bool(self.generator.base_url), "generator.base_url is required for the openai backend"),
+            (self.generator.backend in GENERATOR_BACKENDS, f"generator.backend must be one of {', '.join(GENERATOR_BACKENDS)}"),
+            (self.generator.backend != "vllm-server" or (self.generator.base_url or "").startswith(("http://", "https://")), "generator.base_url must be an http(s) URL for the vllm-server backend"),
+            (self.generator.request_timeout > 0, "generator.request_timeout must be positive"),
             (self.learner.learning_rate > 0, "learner.learning_rate must be positive"),
             (self.learner.epochs >= 1, "learner.epochs must be at least 1"),
             (self.learner.micro_batch_size >= 1, "learner.micro_batch_size must be at least 1"),

@@ -23,6 +23,7 @@ from spiral_agents.llm.agent import evaluate
 from spiral_agents.llm.backend import SamplingConfig
 from spiral_agents.llm.prompts import make_template
 from spiral_agents.llm.rollout import LLMPolicy, Matchup, RolloutEngine, TurnSample
+from spiral_agents.llm.vllm_server import WeightSyncError
 from spiral_train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
 from spiral_train.config import TrainConfig, to_dict
 from spiral_train.learner import Learner, LearnerConfig
@@ -90,11 +91,6 @@ class Trainer:
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config.validate()
-        if config.generator.backend == "openai":
-            raise ValueError(
-                "training needs a local generator (vllm or transformers); the openai backend "
-                "serves evaluation against hosted models"
-            )
         seed_everything(config.seed)
         if config.build_tiny_model:
             from spiral_agents.llm.tiny import ensure_tiny_qwen3
@@ -146,13 +142,25 @@ class Trainer:
         self.games_seen = 0
 
     def _generator(self) -> Any:
-        if self.config.generator.backend == "transformers":
+        g = self.config.generator
+        if g.backend == "transformers":
             from spiral_agents.llm.hf_backend import TransformersBackend
 
             return TransformersBackend(self.model, tokenizer=self.tokenizer)
+        if g.backend == "vllm-server":
+            from spiral_agents.llm.vllm_server import VLLMServerBackend
+
+            return VLLMServerBackend(
+                g.base_url,
+                g.served_model_name or self.config.model.path,
+                self.tokenizer,
+                g.weights_dir or self.output / "served-weights",
+                concurrency=self.config.concurrency,
+                timeout=g.request_timeout,
+                reload_timeout=g.request_timeout,
+            )
         from spiral_agents.llm.vllm_backend import VLLMBackend
 
-        g = self.config.generator
         return VLLMBackend(
             self.config.model.path,
             gpu_memory_utilization=g.gpu_memory_utilization,
@@ -160,6 +168,11 @@ class Trainer:
             seed=self.config.seed,
             enable_sleep_mode=g.sleep_while_learning,
         )
+
+    def _sync_weights(self) -> None:
+        """Give the generator the learner's weights (the transformers backend shares them)."""
+        if self.config.generator.backend != "transformers":
+            self.backend.update_weights(merged_state_dict(self.model))
 
     def _reference(self) -> torch.nn.Module:
         from transformers import AutoModelForCausalLM
@@ -175,7 +188,9 @@ class Trainer:
         rollout = engine.run(turns=config.samples_per_step)
         generated = time.perf_counter()
 
-        samples = [s for s in rollout.samples if s.response_token_ids]
+        # A game whose generation failed (the server, not the model) is void for training.
+        void = {s.episode for s in rollout.samples if s.finish_reason == "error"}
+        samples = [s for s in rollout.samples if s.response_token_ids and s.episode not in void]
         advantages = self.baselines.advantages(samples)
         metrics = self._game_metrics(rollout.samples, samples, advantages)
         if config.rae.drop_zero_advantage:
@@ -190,19 +205,18 @@ class Trainer:
         wake = getattr(self.backend, "wake_up", None)
         if config.generator.sleep_while_learning and callable(wake):
             wake()
-        update_weights = getattr(self.backend, "update_weights", None)
-        if config.generator.backend != "transformers" and callable(update_weights):
-            update_weights(merged_state_dict(self.model))
-        synced = time.perf_counter()
-
-        generated_tokens = sum(len(s.response_token_ids) for s in rollout.samples)
         self.step_index += 1
         self.samples_seen += len(rollout.samples)
         self.games_seen += len(rollout.games)
+        self._sync_weights()  # last: a WeightSyncError leaves a finished step to checkpoint
+        synced = time.perf_counter()
+
+        generated_tokens = sum(len(s.response_token_ids) for s in rollout.samples)
         metrics.update(
             samples=len(rollout.samples),
             trained_samples=len(samples),
             games=len(rollout.games),
+            void_games=len(void),
             generation_calls=engine.generation_calls,
             time_generation=generated - start,
             time_learning=learned - generated,
@@ -276,9 +290,7 @@ class Trainer:
         state = load_checkpoint(path, self.model, self.learner.optimizer, self.learner.scheduler, self.learner.generator)
         self.step_index, self.samples_seen, self.games_seen = state.step, state.samples, state.games
         self.baselines.load_state_dict(state.baselines)
-        update_weights = getattr(self.backend, "update_weights", None)
-        if self.config.generator.backend != "transformers" and callable(update_weights):
-            update_weights(merged_state_dict(self.model))
+        self._sync_weights()
         return True
 
     # --- the whole run ----------------------------------------------------------------------
@@ -294,6 +306,7 @@ class Trainer:
             if not resumed and config.warm_start.steps:
                 w = config.warm_start
                 loss = warm_start(self.model, self.tokenizer, self.policy.template, [g.id for g in config.games], [g.env_kwargs for g in config.games], w.steps, w.batch_size, w.learning_rate, config.seed)
+                self._sync_weights()
                 logger.log(0, {"warm_start/loss": loss})
             if not resumed and config.eval.every:
                 first = {"step": 0, **self.evaluate()}
@@ -301,7 +314,14 @@ class Trainer:
                 history.append(first)
             bar = tqdm(total=config.steps, initial=self.step_index, desc="self-play", disable=not progress)
             while self.step_index < config.steps:
-                metrics = self.step()
+                try:
+                    metrics = self.step()
+                except WeightSyncError as error:
+                    saved = self.save()
+                    raise WeightSyncError(
+                        f"{error}\nStep {self.step_index} is saved in {saved}; with the server "
+                        "back, continue with --resume (it sends these weights first)."
+                    ) from error
                 if config.eval.every and self.step_index % config.eval.every == 0:
                     metrics.update(self.evaluate())
                 logger.log(self.step_index, metrics)

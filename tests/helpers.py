@@ -1,7 +1,8 @@
-"""Shared helpers for game tests: random legal play through the public AEC API."""
+"""Shared test helpers: random legal play through the public AEC API, a free loopback port."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import numpy as np
@@ -47,3 +48,10 @@ def transcript(env: spiral_envs.SpiralAECEnv, actions: list[Any], seed: int) -> 
             seen.append({k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in obs.items()})
         env.step(action)
     return seen
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -9,13 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import importlib.util
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -28,6 +22,7 @@ import pytest
 
 from spiral_agents.llm.backend import Backend, Generation, SamplingConfig
 from spiral_agents.llm.openai_backend import MAX_RETRY_AFTER, OpenAICompatibleBackend, _retry_after
+from tests.helpers import free_port
 
 SECRET = "sk-test-7f3a9c1e5b"
 HANG_S = 2.0
@@ -176,12 +171,6 @@ def backend(url: str, **kwargs: Any) -> OpenAICompatibleBackend:
     options: dict[str, Any] = {"timeout": 5.0, "max_retries": 2, "backoff": 0.01}
     options.update(kwargs)
     return OpenAICompatibleBackend(url, "fake-model", **options)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- the fake server ------------------------------------------------------------------------
@@ -403,82 +392,6 @@ def test_misconfiguration_raises() -> None:
 
 
 # --- a real vLLM server ---------------------------------------------------------------------
-
-READY_S = 240.0
-
-
-@pytest.fixture(scope="module")
-def vllm_server(tiny_qwen3: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A vLLM OpenAI-compatible server on the tiny Qwen3; yields its base URL."""
-    if importlib.util.find_spec("vllm") is None:
-        pytest.skip("vllm is not installed")
-    import httpx
-
-    scratch = tmp_path_factory.mktemp("vllm-server")
-    port = free_port()
-    env = dict(
-        os.environ,
-        VLLM_CPU_KVCACHE_SPACE="1",
-        HF_HUB_OFFLINE="1",
-        TMPDIR=str(scratch),
-        VLLM_CACHE_ROOT=str(scratch / "cache"),
-    )
-    # --enforce-eager skips the warm-up compilation: ready in ~30 s instead of ~100 s here.
-    command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_qwen3),
-        "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024",
-        "--dtype", "float32", "--enforce-eager",
-    ]  # fmt: skip
-    log_path = scratch / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + READY_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited with {proc.returncode}:\n{_tail(log_path)}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM server not ready in {READY_S:g} s:\n{_tail(log_path)}")
-            time.sleep(1)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        _stop_group(proc)
-
-
-def _tail(path: Path) -> str:
-    return path.read_text(errors="replace")[-3000:]
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group, SIGKILL what is left after 30 s; no leftovers."""
-    pgid = proc.pid
-    for sig, wait_s in [(signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)]:
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            proc.poll()
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        else:
-            continue
-        break
-    proc.wait(timeout=10)
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pgid, 0)
-
 
 @pytest.fixture(scope="module")
 def tiny_tokenizer(tiny_qwen3: Path) -> Any:

@@ -10,7 +10,7 @@ import pytest
 
 from spiral_agents import RandomAgent
 from spiral_agents.arena import summarize
-from spiral_agents.llm.backend import Generation, SamplingConfig
+from spiral_agents.llm.backend import Generation, SamplingConfig, error_generations
 from spiral_agents.llm.prompts import BaseModelTemplate
 from spiral_agents.llm.rollout import (
     LLMPolicy,
@@ -33,12 +33,13 @@ class ByteTokenizer:
 
 class ScriptedBackend:
     """Answers with a random legal move read from the prompt (seeded per request), or with
-    a broken answer on request; records every call."""
+    a broken answer or a failed request on request; records every call."""
 
-    def __init__(self, broken_every: int = 0) -> None:
+    def __init__(self, broken_every: int = 0, failing_every: int = 0) -> None:
         self.tokenizer = ByteTokenizer()
         self.calls: list[int] = []
         self.broken_every = broken_every
+        self.failing_every = failing_every
 
     def generate(self, prompts, sampling: SamplingConfig, seeds=None) -> list[list[Generation]]:
         self.calls.append(len(prompts))
@@ -54,6 +55,9 @@ class ScriptedBackend:
             finish = "stop"
             if self.broken_every and seed % self.broken_every == 0:
                 response, finish = "I keep thinking and thinking", "length"
+            if self.failing_every and seed % self.failing_every == 0:
+                out.append(error_generations(1, "HTTP 503 Service Unavailable"))
+                continue
             ids = list(response.encode())
             out.append([Generation(response, ids, [-0.5] * len(ids), finish)])
         return out
@@ -129,6 +133,24 @@ def test_no_answer_is_an_invalid_move_that_ends_only_its_game() -> None:
     assert broken and all(s.invalid and "cut off" in s.invalid_reason for s in broken)
     assert all(s.reward == -1.0 for s in broken)
     assert len(rollout.games) == 30
+
+
+def test_failed_request_forfeits_only_its_game_and_is_recorded() -> None:
+    llm = policy(ScriptedBackend(failing_every=7))
+    rollout = RolloutEngine([Matchup("TicTacToe-v0", (llm, llm))], concurrency=8, seed=3).run(games=30)
+    assert len(rollout.games) == 30
+    failed = [r for r in rollout.games if r.error]
+    assert 0 < len(failed) < 30
+    for record in failed:
+        assert record.ended_by == "forfeit" and "HTTP 503" in record.error
+        assert "could not be queried" in record.error
+        # the failed request is not a move: the board holds only the moves made before it
+        assert not any(m["invalid"] for m in record.moves)
+    errors = [s for s in rollout.samples if s.finish_reason == "error"]
+    assert len(errors) == len(failed)
+    assert all(s.response_token_ids == [] and s.reward == -1.0 for s in errors)
+    clean = [r for r in rollout.games if not r.error]
+    assert all(r.ended_by != "forfeit" for r in clean)
 
 
 def test_turn_target_finishes_live_games() -> None:

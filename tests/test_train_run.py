@@ -14,6 +14,7 @@ import torch
 
 from spiral_train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
 from spiral_train.config import TrainConfig, load_config
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,6 +79,8 @@ def test_toml_and_overrides(tmp_path: Path) -> None:
         ("learner.clip=1.5", "clip"),
         ("rae.alpha=1.0", "rae.alpha"),
         ("generator.backend=tpu", "generator.backend"),
+        ("generator.backend=vllm-server", "generator.base_url must be an http"),
+        ("generator.request_timeout=0", "generator.request_timeout"),
         ("games=[{id = \"Chess-v0\"}]", "unknown game"),
         ("learner=3", "expected a table"),
         ("nonsense", "section.key=value"),
@@ -223,18 +226,24 @@ def test_end_to_end_with_transformers_logs_metrics_and_evaluates(tiny_qwen3: Pat
     assert latest_checkpoint(tmp_path / "checkpoints").name == "step-000002"
 
 
-@pytest.mark.slow
-def test_end_to_end_with_vllm_on_the_cpu_pushes_weights_to_the_generator(tiny_qwen3: Path, tmp_path: Path) -> None:
+def _count_pushes(trainer) -> list[int]:
+    """Record the step index at each weight push to the generator."""
+    pushed: list[int] = []
+    push = trainer.backend.update_weights
+
+    def counting(state_dict) -> None:
+        pushed.append(trainer.step_index)
+        push(state_dict)
+
+    trainer.backend.update_weights = counting
+    return pushed
+
+
+def _assert_generator_runs_the_trained_weights(trainer, untrained: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     from spiral_agents.llm.backend import SamplingConfig
-    from spiral_train.trainer import Trainer
 
-    overrides = tiny_overrides(
-        tiny_qwen3, tmp_path, steps=2, **{"generator.backend": '"vllm"', "generator.max_model_len": 1024}
-    )
-    trainer = Trainer(load_config(None, overrides))
-    trainer.train(progress=False)
     prompt = trainer.policy.prompt("Player 0, your move. Your legal moves: [check], [bet]")
     generation = trainer.backend.generate([prompt], SamplingConfig(max_tokens=6), [0])[0][0]
     ids = torch.tensor([prompt + generation.token_ids])
@@ -245,7 +254,51 @@ def test_end_to_end_with_vllm_on_the_cpu_pushes_weights_to_the_generator(tiny_qw
         return logits.gather(1, torch.tensor(generation.token_ids)[:, None]).squeeze(1)
 
     sampled = torch.tensor(generation.logprobs)
-    trained = logprobs(trainer.model)
-    untrained = logprobs(AutoModelForCausalLM.from_pretrained(tiny_qwen3))
-    assert torch.allclose(sampled, trained, atol=1e-3)  # the generator runs the new weights
-    assert not torch.allclose(sampled, untrained, atol=1e-3)
+    assert torch.allclose(sampled, logprobs(trainer.model), atol=1e-3)
+    assert not torch.allclose(sampled, logprobs(AutoModelForCausalLM.from_pretrained(untrained)), atol=1e-3)
+
+
+@pytest.mark.slow
+def test_end_to_end_with_vllm_on_the_cpu_pushes_weights_to_the_generator(tiny_qwen3: Path, tmp_path: Path) -> None:
+    from spiral_train.trainer import Trainer
+
+    overrides = tiny_overrides(
+        tiny_qwen3, tmp_path, steps=2, **{"generator.backend": '"vllm"', "generator.max_model_len": 1024, "warm_start.steps": 2}
+    )
+    trainer = Trainer(load_config(None, overrides))
+    pushed = _count_pushes(trainer)
+    trainer.train(progress=False)
+    assert pushed == [0, 1, 2]  # after the warm start and after each update
+    _assert_generator_runs_the_trained_weights(trainer, tiny_qwen3)
+
+
+@pytest.mark.slow
+def test_end_to_end_with_a_vllm_server_that_reloads_each_update(vllm_server: str, tiny_qwen3: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spiral_agents.llm.vllm_server import WeightSyncError
+    from spiral_train.trainer import Trainer
+
+    served = {"generator.backend": '"vllm-server"', "generator.base_url": f'"{vllm_server}"'}
+    trainer = Trainer(load_config(None, tiny_overrides(tiny_qwen3, tmp_path / "a", steps=2, **served, **{"warm_start.steps": 2})))
+    untrained = _weights(trainer)
+    pushed = _count_pushes(trainer)
+    try:
+        trainer.train(progress=False)
+        assert pushed == [0, 1, 2]
+        _assert_generator_runs_the_trained_weights(trainer, tiny_qwen3)
+        assert [p.name for p in (tmp_path / "a" / "served-weights").iterdir()] == ["weights-000003"]
+
+        # The server stops answering after the first update: that step is checkpointed, and a
+        # resumed run sends its weights first, then goes on.
+        config = load_config(None, tiny_overrides(tiny_qwen3, tmp_path / "b", steps=2, **served))
+        failing = Trainer(config)
+        monkeypatch.setattr(failing.backend, "server_url", f"http://127.0.0.1:{free_port()}")
+        monkeypatch.setattr(failing.backend, "max_retries", 0)
+        with pytest.raises(WeightSyncError, match="ConnectError(.|\\n)*step-000001(.|\\n)*--resume"):
+            failing.train(progress=False)
+        assert latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step-000001"
+        resumed = Trainer(config)
+        pushed = _count_pushes(resumed)
+        resumed.train(resume=True, progress=False)
+        assert pushed == [1, 2] and resumed.step_index == 2
+    finally:
+        trainer.backend.update_weights(untrained)  # the session's server goes back to the tiny Qwen3

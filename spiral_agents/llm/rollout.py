@@ -5,6 +5,11 @@ by policy and sends each group to its backend in one call. Seats held by ordinar
 at once. Finished games are replaced by new ones until the target number of games (or of LLM
 turns) is reached. Every LLM turn becomes a :class:`TurnSample`; after its game ends the
 sample gets the final reward of its seat.
+
+A generation that failed (``finish_reason="error"``: the server was down, the prompt too long
+for the model) is not a move of the model: its seat forfeits that game only, the game record
+holds the error, and the turn's sample keeps ``finish_reason="error"`` so a trainer can leave
+the whole game out.
 """
 
 from __future__ import annotations
@@ -235,9 +240,14 @@ class RolloutEngine:
         for game, seat, prompt, output in zip(group, seats, prompts, outputs):
             generation = output[0]
             answer = extract_answer(generation.text, generation.finish_reason, generation.error)
-            action = answer.action if answer.action is not None else spiral_envs.Invalid(answer.reason)
-            self._step(game, seat, action)
-            info = game.env.infos.get(seat, {})
+            if generation.finish_reason == "error":  # not the model's move: the game is void
+                game.record.error = f"{seat}: {answer.reason}"
+                game.forfeit_by = seat
+                info = {}
+            else:
+                action = answer.action if answer.action is not None else spiral_envs.Invalid(answer.reason)
+                self._step(game, seat, action)
+                info = game.env.infos.get(seat, {})
             invalid = answer.invalid or bool(info.get("invalid_move"))
             game.samples.append(
                 TurnSample(

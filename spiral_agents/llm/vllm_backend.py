@@ -156,7 +156,6 @@ class VLLMBackend:
         ``max_model_len``) gets error generations of its own; if vLLM fails for the batch,
         every prompt in it does.
         """
-        import vllm
 
         seeds = check_seeds(prompts, seeds)
         results: list[list[Generation]] = [[] for _ in prompts]
@@ -258,19 +257,9 @@ class VLLMBackend:
 
     def _save(self, weights: dict[str, torch.Tensor]) -> str:
         """Write ``weights`` as one safetensors file in this backend's scratch directory."""
-        from safetensors.torch import save_file
-
         if self._weights_dir is None:
             self._weights_dir = tempfile.TemporaryDirectory(prefix="spiral-vllm-weights-")
-        seen: set[int] = set()
-        tensors = {}
-        for name, tensor in weights.items():
-            tensor = tensor.to("cpu").contiguous()
-            if tensor.data_ptr() in seen:  # safetensors refuses shared storage (tied weights)
-                tensor = tensor.clone()
-            seen.add(tensor.data_ptr())
-            tensors[name] = tensor
-        save_file(tensors, os.path.join(self._weights_dir.name, "model.safetensors"))
+        save_weights(weights, self._weights_dir.name)
         return self._weights_dir.name
 
     # -- sleep mode -------------------------------------------------------------------------
@@ -292,3 +281,22 @@ class VLLMBackend:
             self.llm.wake_up()
             self.sleeping = False
 
+
+
+def save_weights(weights: Mapping[str, torch.Tensor], directory: str | Path) -> Path:
+    """Write ``weights`` to ``directory/model.safetensors`` (on the CPU), the layout vLLM's
+    ``reload_weights(weights_path=...)`` reads; tensors that share storage (tied embeddings)
+    are written as separate copies, which safetensors requires."""
+    from safetensors.torch import save_file
+
+    seen: set[int] = set()
+    tensors = {}
+    for name, tensor in weights.items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        if tensor.data_ptr() in seen:
+            tensor = tensor.clone()
+        seen.add(tensor.data_ptr())
+        tensors[name] = tensor
+    path = Path(directory) / "model.safetensors"
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return path

@@ -1,0 +1,147 @@
+"""A vLLM server as a policy whose weights a trainer replaces: reload from a saved checkpoint.
+
+:class:`VLLMServerBackend` generates like :class:`OpenAICompatibleBackend` (completions API,
+token-id prompts, token ids and log-probs back) and adds :meth:`~VLLMServerBackend.update_weights`:
+the weights are written as a safetensors checkpoint under ``weights_dir`` (a staging name, then
+renamed), the server is asked to reload them in place, and its prefix cache is reset so no KV
+block computed with the old weights is reused.
+
+The server must run with ``VLLM_SERVER_DEV_MODE=1``, which adds the ``/collective_rpc`` and
+``/reset_prefix_cache`` endpoints used here, and must see ``weights_dir`` at the same path
+(the same machine or a shared file system)::
+
+    VLLM_SERVER_DEV_MODE=1 vllm serve Qwen/Qwen3-4B-Base --served-model-name policy
+
+Only the newest checkpoint is kept once the server has loaded it. A reload that fails raises
+:class:`WeightSyncError`: the server may be serving old weights (or none: vLLM's engine does
+not survive a failed reload), so generating on would no longer be on-policy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spiral_agents.llm.openai_backend import OpenAICompatibleBackend
+from spiral_agents.llm.vllm_backend import save_weights
+
+if TYPE_CHECKING:
+    import torch
+
+CHECKPOINT_PREFIX = "weights-"
+EMBEDDINGS = "model.embed_tokens.weight"
+
+
+class WeightSyncError(RuntimeError):
+    """The server did not take the new weights."""
+
+
+class VLLMServerBackend(OpenAICompatibleBackend):
+    """An :class:`OpenAICompatibleBackend` on a vLLM server whose weights can be replaced.
+
+    Args:
+        base_url: the server's API root, ending in ``/v1``; the reload endpoints sit beside it.
+        model: the served model name.
+        tokenizer: the policy's HF tokenizer (prompts are built as token ids).
+        weights_dir: where weight checkpoints are written; the server reads them from the same
+            path.
+        reload_timeout: seconds the server may take to load one checkpoint.
+        **kwargs: anything else :class:`OpenAICompatibleBackend` takes (concurrency, timeout,
+            retries, API key).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        tokenizer: Any,
+        weights_dir: str | Path,
+        *,
+        reload_timeout: float = 600.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(base_url, model, api="completions", tokenizer=tokenizer, **kwargs)
+        self.server_url = self.base_url.removesuffix("/v1")
+        self.weights_dir = Path(weights_dir).resolve()
+        self.reload_timeout = reload_timeout
+        self.updates = 0
+
+    def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Save ``state_dict`` (Hugging Face names) as a checkpoint and have the server reload
+        from it.
+
+        Without ``lm_head.weight`` the model has tied embeddings, and the output layer is
+        written from ``model.embed_tokens.weight``: vLLM keeps a separate copy of it, which a
+        checkpoint without it would leave holding the old weights.
+        """
+        if not state_dict:
+            raise ValueError("state_dict is empty")
+        weights = dict(state_dict)
+        if "lm_head.weight" not in weights and EMBEDDINGS in weights:
+            weights["lm_head.weight"] = weights[EMBEDDINGS]
+        self.updates += 1
+        name = f"{CHECKPOINT_PREFIX}{self.updates:06d}"
+        staging = self.weights_dir / f".writing-{name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        save_weights(weights, staging)
+        checkpoint = self.weights_dir / name
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        os.replace(staging, checkpoint)
+        self._reload(checkpoint)
+        for old in self.weights_dir.glob(f"{CHECKPOINT_PREFIX}*"):
+            if old != checkpoint:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _reload(self, checkpoint: Path) -> None:
+        """Have the server load the weights in ``checkpoint`` in place, then drop its prefix
+        cache; :class:`WeightSyncError` if it does not."""
+        checkpoint = Path(checkpoint).resolve()
+        if not any(checkpoint.glob("*.safetensors")):
+            # vLLM's engine dies on a reload that finds no weights: never send one.
+            raise WeightSyncError(f"{checkpoint} holds no .safetensors weights")
+        self._post_admin(
+            "/collective_rpc",
+            {"method": "reload_weights", "kwargs": {"weights_path": str(checkpoint)}},
+            self.reload_timeout,
+        )
+        reply = self._post_admin("/reset_prefix_cache", None, self.timeout)
+        if reply.get("success") is False:
+            raise WeightSyncError(
+                f"{self.server_url} reloaded {checkpoint} but kept its prefix cache "
+                "(requests still running?); cached blocks would reuse the old weights"
+            )
+
+    def _post_admin(self, path: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+        """POST to a dev-mode endpoint; connection errors are retried with backoff."""
+        import httpx
+
+        url = self.server_url + path
+        headers = {"Authorization": f"Bearer {self._key.value}"} if self._key else {}
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = httpx.post(url, json=body, headers=headers, timeout=timeout)
+                break
+            except httpx.TransportError as exc:
+                failure = f"{type(exc).__name__}: {exc}"
+                if attempt == self.max_retries:
+                    raise WeightSyncError(self._redact(f"POST {url} failed: {failure}")) from None
+                time.sleep(self.backoff * 2**attempt)
+        if response.status_code == 404:
+            raise WeightSyncError(
+                f"POST {url}: 404 Not Found; start the vLLM server with VLLM_SERVER_DEV_MODE=1 "
+                "to allow weight reloads"
+            )
+        if response.status_code != 200:
+            raise WeightSyncError(
+                self._redact(f"POST {url}: HTTP {response.status_code}: {response.text[:500].strip()}")
+            )
+        try:
+            reply = response.json() if response.content else {}
+        except ValueError:
+            reply = {}
+        return reply if isinstance(reply, dict) else {}
