@@ -4,9 +4,14 @@
   (one prompt per generation call, as SPIRAL's public code plays Kuhn Poker), per game.
 * Overhead: the time the backend spends generating over a full rollout's wall time (all three
   games mixed, 64 concurrent), timed inside the rollout and, as a check, by replaying exactly
-  the same generation calls (same prompts, seeds and settings) alone.
+  the same generation calls (same prompts, seeds and settings) alone; with the policy's prompt
+  cache (as the trainer runs) and without it (every prompt tokenized).
 
-Medians of ``--repeats`` runs after a warm-up run. Usage:
+The model is the tiny Qwen3 after a short warm start (``--warm-start-steps``, supervised
+answers with random legal moves, as the CPU demo does; cached in the temp folder), so games
+last several turns as they do in training; ``--warm-start-steps 0`` benchmarks the untrained
+model, whose games mostly end at its first (invalid) answer. Medians of ``--repeats`` runs
+after a warm-up run. Usage:
 ``python benchmarks/rollout_speed.py [--backend transformers|vllm] [--games 256]``
 """
 
@@ -66,11 +71,12 @@ def cold_cache(backend: Any) -> None:
         backend.llm.reset_prefix_cache()
 
 
-def overhead_ratios(backend: Any, games: int, seed: int) -> tuple[float, float]:
+def overhead_ratios(backend: Any, games: int, seed: int, cache_size: int = 4096) -> tuple[float, float, float]:
     """Generation time over a mixed rollout's wall time: timed inside the rollout, and by
-    replaying the same calls alone afterwards (noisier: two separate runs)."""
+    replaying the same calls alone afterwards (noisier: two separate runs); and the share of
+    prompts whose token ids came from the policy's prompt cache."""
     recorder = Recorder(backend)
-    policy = LLMPolicy(recorder, BaseModelTemplate(), SamplingConfig(max_tokens=16), "tiny")
+    policy = LLMPolicy(recorder, BaseModelTemplate(), SamplingConfig(max_tokens=16), "tiny", prompt_cache_size=cache_size)
     matchups = [Matchup(g, (policy, policy), env_kwargs=kw) for g, kw in GAMES.items()]
     cold_cache(backend)
     start = time.perf_counter()
@@ -81,7 +87,42 @@ def overhead_ratios(backend: Any, games: int, seed: int) -> tuple[float, float]:
     for prompts, sampling, seeds in recorder.calls:
         backend.generate(prompts, sampling, seeds)
     alone = time.perf_counter() - start
-    return recorder.seconds / rollout, alone / rollout
+    encoder = policy._encoder
+    return recorder.seconds / rollout, alone / rollout, encoder.hits / (encoder.hits + encoder.misses)
+
+
+def benchmark_model(warm_start_steps: int) -> str:
+    """The tiny Qwen3, warm-started on the three games' answer format, saved once."""
+    base = ensure_tiny_qwen3(os.path.join(tempfile.gettempdir(), "spiral-bench-tiny-qwen3"))
+    if not warm_start_steps:
+        return str(base)
+    path = os.path.join(tempfile.gettempdir(), f"spiral-bench-tiny-qwen3-warm{warm_start_steps}")
+    if not os.path.exists(os.path.join(path, "config.json")):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from spiral_train.warm_start import warm_start
+
+        torch.manual_seed(0)
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        warm_start(model, tokenizer, BaseModelTemplate(), list(GAMES), list(GAMES.values()), warm_start_steps, 32, 3e-3, 0)
+        staging = path + ".writing"
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, path)
+    return path
+
+
+def turn_stats(backend: Any, seed: int) -> str:
+    """Turns per game and invalid-move share of the model in a short mixed rollout."""
+    policy = LLMPolicy(backend, BaseModelTemplate(), SamplingConfig(max_tokens=16), "tiny")
+    rows = []
+    for game, kwargs in GAMES.items():
+        rollout = RolloutEngine([Matchup(game, (policy, policy), env_kwargs=kwargs)], concurrency=64, seed=seed).run(games=128)
+        invalid = statistics.fmean(s.invalid for s in rollout.samples)
+        rows.append(f"{game} {len(rollout.samples) / 128:.1f} turns/game, {invalid:.0%} invalid")
+    return "; ".join(rows)
 
 
 def main() -> None:
@@ -90,22 +131,27 @@ def main() -> None:
     parser.add_argument("--games", type=int, default=256, help="games per measurement")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--model", help="model directory (default: build the tiny Qwen3)")
+    parser.add_argument("--warm-start-steps", type=int, default=150)
     args = parser.parse_args()
-    model = args.model or str(ensure_tiny_qwen3(os.path.join(tempfile.gettempdir(), "spiral-bench-tiny-qwen3")))
+    model = args.model or benchmark_model(args.warm_start_steps)
     backend = make_backend(args.backend, model)
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; backend {args.backend}; "
-          f"tiny Qwen3; up to 16 new tokens per turn; median of {args.repeats} runs")
+          f"tiny Qwen3 (warm start: {args.warm_start_steps} steps); up to 16 new tokens per turn; "
+          f"median of {args.repeats} runs")
+    print(f"model's play: {turn_stats(backend, seed=10**6 + 1)}\n")
     print("| game | games/s, 64 concurrent | games/s, one at a time | speed-up |\n|---|---:|---:|---:|")
     overhead_ratios(backend, args.games, seed=10**6)  # warm-up: first shapes, allocator, caches
     for game in GAMES:
         batched = statistics.median(games_per_second(backend, game, 64, args.games, r) for r in range(args.repeats))
         single = statistics.median(games_per_second(backend, game, 1, max(args.games // 4, 8), r) for r in range(args.repeats))
         print(f"| {game} | {batched:.1f} | {single:.1f} | {batched / single:.1f}x |")
-    inline, replayed = zip(*(overhead_ratios(backend, args.games, r) for r in range(args.repeats)))
-    print(f"\noverhead (1.0 = none): generation time / full rollout wall time = "
-          f"{statistics.median(inline):.3f} timed inside the rollout, "
-          f"{statistics.median(replayed):.3f} replaying the same calls alone")
+    for label, cache_size in [("", 4096), (" without the prompt cache", 0)]:
+        inline, replayed, hits = zip(*(overhead_ratios(backend, args.games, r, cache_size) for r in range(args.repeats)))
+        print(f"\noverhead{label} (1.0 = none): generation time / full rollout wall time = "
+              f"{statistics.median(inline):.3f} timed inside the rollout, "
+              f"{statistics.median(replayed):.3f} replaying the same calls alone; "
+              f"prompt-cache hits {statistics.median(hits):.1%}")
 
 
 if __name__ == "__main__":

@@ -168,3 +168,55 @@ def test_make_template_from_config() -> None:
         make_template("nonsense", "x")
     with pytest.raises(ValueError):
         CustomTemplate("no field")
+
+
+# --- the prompt encoder ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qwen_tokenizer(tiny_qwen3):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_qwen3)
+
+
+PROMPT_PIECES = st.sampled_from(
+    ["<|im_start|>", "<|im_end|>", "<think>", "\n", "\n\n", " ", "  ", "[Player 0]", "é", "e\u0301", "日本", "🙂", "\\boxed{", "}", "12", "Wood"]
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.one_of(PROMPT_PIECES, st.text(max_size=12)), max_size=12).map("".join), min_size=1, max_size=6))
+def test_prompt_encoder_gives_the_tokenizers_ids(qwen_tokenizer, texts: list[str]) -> None:
+    from spiral_agents.llm.prompts import PromptEncoder
+
+    expected = [list(ids) for ids in qwen_tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    encoder = PromptEncoder(qwen_tokenizer, cache_size=3)
+    assert encoder(texts) == expected
+    assert encoder(texts[::-1]) == expected[::-1]  # partly from the cache, in the new order
+    assert PromptEncoder(qwen_tokenizer, cache_size=0)(texts) == expected
+
+
+def test_prompt_encoder_cache_is_bounded_and_counts(qwen_tokenizer) -> None:
+    from spiral_agents.llm.prompts import PromptEncoder
+
+    encoder = PromptEncoder(qwen_tokenizer, cache_size=2)
+    first = encoder(["a b", "a b", "c"])
+    assert first[0] == first[1] and first[0] is not first[1]  # callers may mutate their lists
+    assert (encoder.hits, encoder.misses) == (1, 2)
+    encoder(["d", "a b"])  # "d" pushes out "c"; "a b" is a hit
+    assert (encoder.hits, encoder.misses) == (2, 3) and set(encoder._cache) == {"d", "a b"}
+
+
+def test_prompt_encoder_falls_back_when_the_tokenizer_truncates(qwen_tokenizer) -> None:
+    from spiral_agents.llm.prompts import PromptEncoder
+
+    text = "one two three four five six"
+    qwen_tokenizer.backend_tokenizer.enable_truncation(max_length=2)
+    try:
+        ids = PromptEncoder(qwen_tokenizer, cache_size=0)([text])
+    finally:
+        qwen_tokenizer.backend_tokenizer.no_truncation()
+    assert ids == [list(qwen_tokenizer(text, add_special_tokens=False)["input_ids"])]
+    assert len(ids[0]) > 2
+    assert PromptEncoder(FakeTokenizer())(["ab"]) == [[97, 98]]  # not a fast tokenizer

@@ -28,7 +28,7 @@ from spiral_agents.base import as_agent, reset_agent
 from spiral_agents.registry import make_agent
 from spiral_agents.llm.answers import extract_answer
 from spiral_agents.llm.backend import Backend, Prompt, SamplingConfig
-from spiral_agents.llm.prompts import PromptTemplate, template_for_model, token_ids
+from spiral_agents.llm.prompts import PromptEncoder, PromptTemplate, template_for_model
 
 SEATS = spiral_envs.AGENTS
 
@@ -44,6 +44,9 @@ class LLMPolicy:
     template: PromptTemplate | None = None
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     name: str = "llm"
+    prompt_cache_size: int = 4096
+    """Token ids of this many recent prompt texts are kept for reuse (0 = none)."""
+    _encoder: PromptEncoder | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.template is None:
@@ -53,7 +56,9 @@ class LLMPolicy:
         tokenizer = getattr(self.backend, "tokenizer", None)
         if tokenizer is None:
             return [self.template.messages(text) for text in observation_texts]
-        return token_ids(self.template, observation_texts, tokenizer)
+        if self._encoder is None or self._encoder.tokenizer is not tokenizer:
+            self._encoder = PromptEncoder(tokenizer, self.prompt_cache_size)
+        return self._encoder([self.template.render(text, tokenizer) for text in observation_texts])
 
     def prompt(self, observation_text: str) -> Prompt:
         return self.prompts([observation_text])[0]
