@@ -32,6 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+from transformers.cache_utils import DynamicLayer
+
 from spiral_agents.llm import attention
 from spiral_agents.llm.backend import (
     Generation,
@@ -43,7 +46,6 @@ from spiral_agents.llm.backend import (
 )
 
 if TYPE_CHECKING:
-    import torch
     from transformers import DynamicCache, PreTrainedModel
 
 GREEDY_BELOW = 1e-5
@@ -89,7 +91,6 @@ class TransformersBackend:
         batch_size: int = 64,
         attn_implementation: str | None = None,
     ) -> None:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
         from transformers.cache_utils import DynamicLayer
 
@@ -151,7 +152,6 @@ class TransformersBackend:
         seeds: Sequence[int | None] | None = None,
     ) -> list[list[Generation]]:
         """For each prompt, ``sampling.n`` generations; ``seeds[i]`` seeds prompt i's rows."""
-        import torch
 
         seeds = check_seeds(prompts, seeds)
         results: list[list[Generation]] = [[] for _ in prompts]
@@ -202,14 +202,20 @@ class TransformersBackend:
 
     def _run_chunk(self, chunk: list[_Row], sampling: SamplingConfig) -> _Outputs:
         """Decode one batch with a KV cache; finished rows leave the batch."""
-        import torch
 
         device = self.device
         lengths = [len(row.ids) for row in chunk]
-        groups = list(_prefix_groups(chunk)) if self._mergeable_cache else [chunk]
-        cache, mask, logits = self._merge([self._prefill(group) for group in groups])
         room = [self.max_length - n if self.max_length else sampling.max_tokens for n in lengths]
         budgets = [min(sampling.max_tokens, r) for r in room]
+        if self._mergeable_cache:
+            parts = [self._prefill(group) for group in _prefix_groups(chunk)]
+            cache, mask, logits = self._merge(parts, spare=max(budgets))
+        else:
+            cache, mask, logits = self._prefill(chunk)
+        # The mask gets a column per decoded token: a buffer with room for all of them is
+        # filled in place (views of it are passed) instead of being copied at every step.
+        width = mask.shape[1]
+        mask_buffer = torch.cat([mask, mask.new_zeros((len(chunk), max(budgets)))], dim=1)
         stop_ids = self.stop_ids | set(sampling.stop_token_ids)
         greedy = sampling.temperature < GREEDY_BELOW
         generators = None if greedy else [self._generator(row.seed) for row in chunk]
@@ -240,12 +246,13 @@ class TransformersBackend:
             if len(keep) < len(active):
                 kept = torch.tensor(keep, dtype=torch.long, device=device)
                 cache.batch_select_indices(kept)
-                mask, chosen, next_position = mask[kept], chosen[kept], next_position[kept]
+                mask_buffer, chosen, next_position = mask_buffer[kept], chosen[kept], next_position[kept]
                 active = [active[slot] for slot in keep]
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            mask_buffer[:, width] = 1
+            width += 1
             logits = self.model(
                 input_ids=chosen[:, None],
-                attention_mask=mask,
+                attention_mask=mask_buffer[:, :width],
                 position_ids=next_position[:, None],
                 past_key_values=cache,
                 use_cache=True,
@@ -269,7 +276,6 @@ class TransformersBackend:
         and its cache copied to every row; the rest of each prompt follows, left-padded:
         ``[prefix][padding][own tokens]``, the padding masked out.
         """
-        import torch
         from transformers import DynamicCache
 
         device = self.device
@@ -302,37 +308,30 @@ class TransformersBackend:
         return cache, mask, logits
 
     def _merge(
-        self, parts: list[tuple[DynamicCache, torch.Tensor, torch.Tensor]]
+        self, parts: list[tuple[DynamicCache, torch.Tensor, torch.Tensor]], spare: int
     ) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
-        """One batch from prefilled groups: caches and masks left-padded to a common length."""
-        import torch
+        """One batch from prefilled groups: caches and masks left-padded to a common length,
+        the cache with room for ``spare`` more tokens per row."""
         from transformers import DynamicCache
 
-        if len(parts) == 1:
-            return parts[0]
         width = max(mask.shape[1] for _, mask, _ in parts)
-
-        def pad(tensor: torch.Tensor, dim: int) -> torch.Tensor:
-            missing = width - tensor.shape[dim]
-            shape = list(tensor.shape)
-            shape[dim] = missing
-            return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-        layers = [
-            (
-                torch.cat([pad(cache.layers[i].keys, -2) for cache, _, _ in parts]),
-                torch.cat([pad(cache.layers[i].values, -2) for cache, _, _ in parts]),
-            )
-            for i in range(len(parts[0][0].layers))
+        cache = DynamicCache(config=self.model.config)
+        cache.layers = [
+            _RoomyLayer.merged([c.layers[i] for c, _, _ in parts], width, spare)
+            for i in range(len(cache.layers))
         ]
-        mask = torch.cat([pad(mask, 1) for _, mask, _ in parts])
+        masks = [mask for _, mask, _ in parts]
+        mask = torch.zeros((sum(m.shape[0] for m in masks), width), dtype=masks[0].dtype, device=masks[0].device)
+        start = 0
+        for part in masks:
+            mask[start : start + part.shape[0], width - part.shape[1] :] = part
+            start += part.shape[0]
         logits = torch.cat([logits for _, _, logits in parts])
-        return DynamicCache(layers, config=self.model.config), mask, logits
+        return cache, mask, logits
 
     @staticmethod
     def _generator(seed: int | None) -> torch.Generator:
         """A row's own random stream (on the CPU): from its seed, or freshly random without one."""
-        import torch
 
         generator = torch.Generator()
         if seed is None:
@@ -365,8 +364,49 @@ class TransformersBackend:
         self.model.load_state_dict(dict(state_dict), strict=False)
 
 
+class _RoomyLayer(DynamicLayer):
+    """A :class:`DynamicLayer` whose keys and values are views of buffers with spare room:
+    appending a decoded token writes into the buffers instead of copying the whole cache."""
+
+    @classmethod
+    def merged(cls, parts: list[DynamicLayer], width: int, spare: int) -> _RoomyLayer:
+        """The parts' rows stacked, each left-padded with zeros to ``width`` tokens."""
+        layer = cls()
+        keys = parts[0].keys
+        rows = sum(part.keys.shape[0] for part in parts)
+        shape = (rows, keys.shape[1], width + spare, keys.shape[3])
+        layer._key_buffer, layer._value_buffer = keys.new_zeros(shape), keys.new_zeros(shape)
+        start = 0
+        for part in parts:
+            end, length = start + part.keys.shape[0], part.keys.shape[2]
+            layer._key_buffer[start:end, :, width - length : width] = part.keys
+            layer._value_buffer[start:end, :, width - length : width] = part.values
+            start = end
+        layer.dtype, layer.device, layer.is_initialized = keys.dtype, keys.device, True
+        layer._length = width
+        layer._view()
+        return layer
+
+    def _view(self) -> None:
+        self.keys = self._key_buffer[:, :, : self._length]
+        self.values = self._value_buffer[:, :, : self._length]
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self._length + key_states.shape[-2]
+        self._key_buffer[:, :, self._length : end] = key_states
+        self._value_buffer[:, :, self._length : end] = value_states
+        self._length = end
+        self._view()
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._key_buffer, self._value_buffer = self._key_buffer[indices], self._value_buffer[indices]
+        self._view()
+
+
 def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    import torch
 
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -395,7 +435,6 @@ def _sample(
     Greedy when ``generators`` is None. Log-probs (None unless ``sampling.logprobs``) are of the
     temperature-scaled distribution before top-k/top-p truncation.
     """
-    import torch
 
     if generators is None:
         chosen = logits.argmax(dim=-1)
