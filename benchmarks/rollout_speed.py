@@ -67,8 +67,9 @@ def games_per_second(backend: Any, game: str, concurrency: int, games: int, seed
 
 def cold_cache(backend: Any) -> None:
     """Empty vLLM's prefix cache, so the replay does not find the rollout's prompts cached."""
-    if hasattr(backend, "llm"):
-        backend.llm.reset_prefix_cache()
+    reset = getattr(backend, "reset_prefix_cache", None)
+    if callable(reset):
+        reset()
 
 
 def overhead_ratios(backend: Any, games: int, seed: int, cache_size: int = 4096) -> tuple[float, float, float]:

@@ -243,6 +243,10 @@ class VLLMBackend:
         else:
             kwargs = {"weights_path": self._save(weights)}
         self.llm.collective_rpc("reload_weights", kwargs=kwargs)
+        self.reset_prefix_cache()
+
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached KV block, so that no prompt reuses earlier computation."""
         self.llm.reset_prefix_cache()
 
     def _tensors_in_process(self) -> bool:
