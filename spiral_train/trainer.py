@@ -188,11 +188,13 @@ class Trainer:
         rollout = engine.run(turns=config.samples_per_step)
         generated = time.perf_counter()
 
-        # A game whose generation failed (the server, not the model) is void for training.
+        # A game whose generation failed (the server, not the model) is void: its forfeit
+        # is neither trained on nor counted in the game statistics.
         void = {s.episode for s in rollout.samples if s.finish_reason == "error"}
-        samples = [s for s in rollout.samples if s.response_token_ids and s.episode not in void]
+        played = [s for s in rollout.samples if s.episode not in void]
+        samples = [s for s in played if s.response_token_ids]
         advantages = self.baselines.advantages(samples)
-        metrics = self._game_metrics(rollout.samples, samples, advantages)
+        metrics = self._game_metrics(played, samples, advantages)
         if config.rae.drop_zero_advantage:
             kept = [(s, a) for s, a in zip(samples, advantages) if a != 0.0]
             samples, advantages = [s for s, _ in kept], [a for _, a in kept]

@@ -181,6 +181,33 @@ def _weights(trainer) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
+def test_games_with_a_failed_request_are_left_out(tiny_qwen3: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spiral_agents.llm.backend import error_generations
+    from spiral_train.trainer import Trainer
+
+    trainer = Trainer(load_config(None, tiny_overrides(tiny_qwen3, tmp_path, steps=1)))
+    generate = trainer.backend.generate
+
+    def flaky(prompts, sampling, seeds):
+        outputs = generate(prompts, sampling, seeds)
+        return [error_generations(1, "HTTP 503") if seed % 3 == 0 else out for out, seed in zip(outputs, seeds)]
+
+    monkeypatch.setattr(trainer.backend, "generate", flaky)
+    trained = []
+    update = trainer.learner.update
+    monkeypatch.setattr(trainer.learner, "update", lambda samples, advantages: trained.extend(samples) or update(samples, advantages))
+    counted = []
+    game_metrics = trainer._game_metrics
+    monkeypatch.setattr(trainer, "_game_metrics", lambda played, *rest: counted.extend(played) or game_metrics(played, *rest))
+    metrics = trainer.step()
+    assert 0 < metrics["void_games"] < metrics["games"]
+    assert trained and all(s.finish_reason != "error" for s in trained)
+    # neither trained on nor counted: no turn of a game that had a failed request
+    void = {s.episode for s in counted if s.finish_reason == "error"}
+    assert not void and {s.episode for s in trained} <= {s.episode for s in counted}
+    assert len({s.episode for s in counted}) == metrics["games"] - metrics["void_games"]
+
+
 @pytest.mark.slow
 def test_resumed_run_makes_the_same_updates(tiny_qwen3: Path, tmp_path: Path) -> None:
     from spiral_train.trainer import Trainer
