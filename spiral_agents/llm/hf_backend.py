@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from spiral_agents.llm import attention
 from spiral_agents.llm.backend import (
@@ -46,7 +46,7 @@ from spiral_agents.llm.backend import (
 )
 
 if TYPE_CHECKING:
-    from transformers import DynamicCache, PreTrainedModel
+    from transformers import PreTrainedModel
 
 GREEDY_BELOW = 1e-5
 """Temperatures under this sample greedily (vLLM's threshold)."""
@@ -58,7 +58,6 @@ _Outputs = dict[tuple[int, int], Generation]
 @dataclass
 class _Row:
     """One output row: a prompt's token ids, which prompt and sample it is, and its seed."""
-
     prompt: int
     sample: int
     ids: list[int]
@@ -91,8 +90,7 @@ class TransformersBackend:
         batch_size: int = 64,
         attn_implementation: str | None = None,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
-        from transformers.cache_utils import DynamicLayer
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -152,7 +150,6 @@ class TransformersBackend:
         seeds: Sequence[int | None] | None = None,
     ) -> list[list[Generation]]:
         """For each prompt, ``sampling.n`` generations; ``seeds[i]`` seeds prompt i's rows."""
-
         seeds = check_seeds(prompts, seeds)
         results: list[list[Generation]] = [[] for _ in prompts]
         rows: list[_Row] = []
@@ -202,7 +199,6 @@ class TransformersBackend:
 
     def _run_chunk(self, chunk: list[_Row], sampling: SamplingConfig) -> _Outputs:
         """Decode one batch with a KV cache; finished rows leave the batch."""
-
         device = self.device
         lengths = [len(row.ids) for row in chunk]
         room = [self.max_length - n if self.max_length else sampling.max_tokens for n in lengths]
@@ -276,8 +272,6 @@ class TransformersBackend:
         and its cache copied to every row; the rest of each prompt follows, left-padded:
         ``[prefix][padding][own tokens]``, the padding masked out.
         """
-        from transformers import DynamicCache
-
         device = self.device
         lengths = [len(row.ids) for row in rows]
         shared = min(_common_prefix(rows[0].ids, rows[-1].ids), min(lengths) - 1)
@@ -312,8 +306,6 @@ class TransformersBackend:
     ) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
         """One batch from prefilled groups: caches and masks left-padded to a common length,
         the cache with room for ``spare`` more tokens per row."""
-        from transformers import DynamicCache
-
         width = max(mask.shape[1] for _, mask, _ in parts)
         cache = DynamicCache(config=self.model.config)
         cache.layers = [
@@ -332,7 +324,6 @@ class TransformersBackend:
     @staticmethod
     def _generator(seed: int | None) -> torch.Generator:
         """A row's own random stream (on the CPU): from its seed, or freshly random without one."""
-
         generator = torch.Generator()
         if seed is None:
             generator.seed()
@@ -407,7 +398,6 @@ class _RoomyLayer(DynamicLayer):
 
 
 def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
@@ -435,7 +425,6 @@ def _sample(
     Greedy when ``generators`` is None. Log-probs (None unless ``sampling.logprobs``) are of the
     temperature-scaled distribution before top-k/top-p truncation.
     """
-
     if generators is None:
         chosen = logits.argmax(dim=-1)
         scaled = logits

@@ -186,7 +186,7 @@ class OpenAICompatibleBackend:
         seeds = check_seeds(prompts, seeds)
         if not prompts:
             return []
-        headers = {"Authorization": f"Bearer {self._key.value}"} if self._key else {}
+        headers = self._headers()
         limits = httpx.Limits(
             max_connections=self.concurrency, max_keepalive_connections=self.concurrency
         )
@@ -356,9 +356,12 @@ class OpenAICompatibleBackend:
             text=text, token_ids=ids, logprobs=logprobs if keep else None, finish_reason=finish
         )
 
+    def _headers(self) -> dict[str, str]:
+        """The bearer-token header, when there is a key."""
+        return {"Authorization": f"Bearer {self._key.value}"} if self._key else {}
+
     def _redact(self, text: str) -> str:
         return text.replace(self._key.value, "<redacted>") if self._key else text
-
 
 
 def _is_messages(prompt: object) -> bool:

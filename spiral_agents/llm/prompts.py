@@ -38,9 +38,8 @@ class PromptTemplate(Protocol):
 
 
 def token_ids(template: PromptTemplate, observations: list[str], tokenizer: Any) -> list[TokenIds]:
-    """Token ids of many prompts, tokenized in one call."""
-    rendered = [template.render(observation, tokenizer) for observation in observations]
-    return [list(ids) for ids in tokenizer(rendered, add_special_tokens=False)["input_ids"]]
+    """Token ids of many prompts, tokenized in one call (no cache: see :class:`PromptEncoder`)."""
+    return PromptEncoder(tokenizer, cache_size=0)([template.render(o, tokenizer) for o in observations])
 
 
 class PromptEncoder:

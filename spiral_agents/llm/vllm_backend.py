@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     import torch
     import vllm
 
+EMBEDDINGS = "model.embed_tokens.weight"
+
 _FINISH_REASONS: dict[str | None, FinishReason] = {"stop": "stop", "length": "length"}
 
 
@@ -156,7 +158,6 @@ class VLLMBackend:
         ``max_model_len``) gets error generations of its own; if vLLM fails for the batch,
         every prompt in it does.
         """
-
         seeds = check_seeds(prompts, seeds)
         results: list[list[Generation]] = [[] for _ in prompts]
         requests: list[dict[str, list[int]]] = []
@@ -235,9 +236,8 @@ class VLLMBackend:
         weights = {name: tensor.detach() for name, tensor in state_dict.items()}
         if not weights:
             raise ValueError("state_dict is empty")
-        embed = "model.embed_tokens.weight"
-        if self.tied_embeddings and "lm_head.weight" not in weights and embed in weights:
-            weights["lm_head.weight"] = weights[embed]
+        if self.tied_embeddings:
+            add_tied_output_layer(weights)
         if self._tensors_in_process():
             kwargs: dict[str, Any] = {"weights_iterator": list(weights.items())}
         else:
@@ -285,6 +285,12 @@ class VLLMBackend:
             self.llm.wake_up()
             self.sleeping = False
 
+
+def add_tied_output_layer(weights: dict[str, torch.Tensor]) -> None:
+    """Give a tied model's weights an ``lm_head.weight`` (the embeddings) where they lack one:
+    vLLM keeps a separate copy of the output layer, which would otherwise keep old weights."""
+    if "lm_head.weight" not in weights and EMBEDDINGS in weights:
+        weights["lm_head.weight"] = weights[EMBEDDINGS]
 
 
 def save_weights(weights: Mapping[str, torch.Tensor], directory: str | Path) -> Path:

@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spiral_agents.llm.openai_backend import OpenAICompatibleBackend
-from spiral_agents.llm.vllm_backend import save_weights
+from spiral_agents.llm.vllm_backend import add_tied_output_layer, save_weights
 
 if TYPE_CHECKING:
     import torch
 
 CHECKPOINT_PREFIX = "weights-"
-EMBEDDINGS = "model.embed_tokens.weight"
 
 
 class WeightSyncError(RuntimeError):
@@ -74,15 +73,14 @@ class VLLMServerBackend(OpenAICompatibleBackend):
         """Save ``state_dict`` (Hugging Face names) as a checkpoint and have the server reload
         from it.
 
-        Without ``lm_head.weight`` the model has tied embeddings, and the output layer is
-        written from ``model.embed_tokens.weight``: vLLM keeps a separate copy of it, which a
-        checkpoint without it would leave holding the old weights.
+        The server reloads every weight from the checkpoint, so ``state_dict`` must hold the
+        whole model. Without ``lm_head.weight`` the model has tied embeddings, and the output
+        layer is written from the embeddings (see :func:`add_tied_output_layer`).
         """
         if not state_dict:
             raise ValueError("state_dict is empty")
         weights = dict(state_dict)
-        if "lm_head.weight" not in weights and EMBEDDINGS in weights:
-            weights["lm_head.weight"] = weights[EMBEDDINGS]
+        add_tied_output_layer(weights)
         self.updates += 1
         name = f"{CHECKPOINT_PREFIX}{self.updates:06d}"
         staging = self.weights_dir / f".writing-{name}"
@@ -100,7 +98,6 @@ class VLLMServerBackend(OpenAICompatibleBackend):
     def _reload(self, checkpoint: Path) -> None:
         """Have the server load the weights in ``checkpoint`` in place, then drop its prefix
         cache; :class:`WeightSyncError` if it does not."""
-        checkpoint = Path(checkpoint).resolve()
         if not any(checkpoint.glob("*.safetensors")):
             # vLLM's engine dies on a reload that finds no weights: never send one.
             raise WeightSyncError(f"{checkpoint} holds no .safetensors weights")
@@ -121,10 +118,9 @@ class VLLMServerBackend(OpenAICompatibleBackend):
         import httpx
 
         url = self.server_url + path
-        headers = {"Authorization": f"Bearer {self._key.value}"} if self._key else {}
         for attempt in range(self.max_retries + 1):
             try:
-                response = httpx.post(url, json=body, headers=headers, timeout=timeout)
+                response = httpx.post(url, json=body, headers=self._headers(), timeout=timeout)
                 break
             except httpx.TransportError as exc:
                 failure = f"{type(exc).__name__}: {exc}"
