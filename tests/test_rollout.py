@@ -13,6 +13,8 @@ from spiral_agents.arena import summarize
 from spiral_agents.llm.backend import Generation, SamplingConfig, error_generations
 from spiral_agents.llm.prompts import BaseModelTemplate
 from spiral_agents.llm.rollout import (
+    MAX_FAILED_CALLS_IN_A_ROW,
+    BackendFailure,
     LLMPolicy,
     Matchup,
     RolloutEngine,
@@ -151,6 +153,59 @@ def test_failed_request_forfeits_only_its_game_and_is_recorded() -> None:
     assert all(s.response_token_ids == [] and s.reward == -1.0 for s in errors)
     clean = [r for r in rollout.games if not r.error]
     assert all(r.ended_by != "forfeit" for r in clean)
+
+
+class FailingCalls(ScriptedBackend):
+    """A scripted backend whose calls numbered in ``failing`` go wrong in the way given."""
+
+    def __init__(self, failing: set[int], how: str = "raise") -> None:
+        super().__init__()
+        self.failing = failing
+        self.how = how
+
+    def generate(self, prompts, sampling: SamplingConfig, seeds=None) -> list[list[Generation]]:
+        outputs = super().generate(prompts, sampling, seeds)
+        if len(self.calls) not in self.failing:
+            return outputs
+        if self.how == "raise":
+            raise RuntimeError("engine hiccup")
+        if self.how == "short":
+            return outputs[:-1]
+        return [["not a generation"] for _ in prompts]
+
+
+@pytest.mark.parametrize(
+    ("how", "says"),
+    [
+        ("raise", "RuntimeError: engine hiccup"),
+        ("short", "TypeError: generate returned 7 outputs for 8 prompts"),
+        ("junk", "TypeError: output 0 of generate holds no Generation with text"),
+    ],
+)
+def test_a_failed_backend_call_voids_only_its_games(how: str, says: str) -> None:
+    llm = policy(FailingCalls({2}, how))
+    engine = RolloutEngine([Matchup("TicTacToe-v0", (llm, llm))], concurrency=8, seed=3)
+    rollout = engine.run(games=12)
+    assert len(rollout.games) == 12
+    failed = [r for r in rollout.games if r.error]
+    assert len(failed) == llm.backend.calls[1] == 8  # every game of the second call
+    for record in failed:
+        assert record.ended_by == "forfeit"
+        assert f"could not be queried: the backend call failed: {says}" in record.error
+    errors = [s for s in rollout.samples if s.finish_reason == "error"]
+    assert len(errors) == 8 and all(s.response_token_ids == [] for s in errors)
+    assert all(not r.error for r in rollout.games if r.seed not in {f.seed for f in failed})
+
+
+def test_a_backend_that_keeps_failing_stops_the_run() -> None:
+    llm = policy(FailingCalls({2, 4, 5, 6, 7, 8}))
+    engine = RolloutEngine([Matchup("TicTacToe-v0", (llm, llm))], concurrency=4, seed=3)
+    with pytest.raises(BackendFailure, match="failed 3 generate calls in a row") as info:
+        engine.run(games=40)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert "engine hiccup" in str(info.value)
+    # call 2 failed alone; calls 4, 5 and 6 failed in a row
+    assert len(llm.backend.calls) == 3 + MAX_FAILED_CALLS_IN_A_ROW == 6
 
 
 def test_turn_target_finishes_live_games() -> None:

@@ -63,7 +63,9 @@ class AdminHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def admin() -> Iterator[AdminServer]:
     server = AdminServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     yield server
     server.shutdown()
@@ -117,6 +119,46 @@ def test_a_refused_reload_raises_a_clear_error(
     with pytest.raises(WeightSyncError, match=message) as info:
         backend.update_weights(tied_weights())
     assert SECRET not in str(info.value)
+
+
+LONG_KEY = "sk-proj-Q7f3a9c1e5bZ2x8Lm4Nw6Rt0Yp1Ks9Dh3Vg5Jc7Ub2Ea"
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "x" * 469 + LONG_KEY,  # the key straddles character 500 of the body
+        "x" * 270 + LONG_KEY,  # ... character 300
+        "x" * 270 + f"Authorization: Bearer {LONG_KEY}",
+        f"bad key {LONG_KEY[:8]}*****{LONG_KEY[-4:]}",
+    ],
+    ids=["cut-500", "cut-300", "header", "masked"],
+)
+def test_reload_errors_never_show_the_key(admin: AdminServer, tmp_path: Path, echo: str) -> None:
+    admin.replies["/collective_rpc"] = (500, {"error": echo})
+    backend = server_backend(admin.url, tmp_path, api_key=LONG_KEY)
+    with pytest.raises(WeightSyncError, match="HTTP 500") as info:
+        backend.update_weights(tied_weights())
+    shown = str(info.value)
+    pieces = [LONG_KEY[i : i + 6] for i in range(len(LONG_KEY) - 5)]
+    assert not [piece for piece in pieces if piece in shown], shown
+    assert LONG_KEY[-4:] not in shown
+
+
+def test_an_oversized_reload_reply_is_refused(admin: AdminServer, tmp_path: Path) -> None:
+    admin.replies["/reset_prefix_cache"] = (200, {"success": True, "pad": "x" * (3 << 20)})
+    backend = server_backend(admin.url, tmp_path)
+    with pytest.raises(WeightSyncError, match="reply of more than 1048576 bytes"):
+        backend.update_weights(tied_weights())
+
+
+@pytest.mark.parametrize("reply", [[1, 2], "ok", {"success": None}])
+def test_odd_reload_replies_count_as_success(
+    admin: AdminServer, tmp_path: Path, reply: object
+) -> None:
+    admin.replies["/reset_prefix_cache"] = (200, reply)
+    server_backend(admin.url, tmp_path).update_weights(tied_weights())
+    assert [r[0] for r in admin.requests] == ["/collective_rpc", "/reset_prefix_cache"]
 
 
 def test_server_down_raises_after_retries(tmp_path: Path) -> None:

@@ -14,20 +14,31 @@ Token ids and log-probs of the generated text come from the server where it give
 re-encoded from the text with the tokenizer, if one was given, and log-probs are kept only when
 they line up with those ids.
 
+Replies are untrusted. A reply body is read as a stream and given up past a size cap that
+grows with the request (:func:`reply_limit`). :func:`parse_reply` turns any JSON value into
+generations without raising: content sent as a list of text parts is joined, and a choice
+with anything else wrong (content that is no text, token ids that are no integers in
+``[0, vocab_size)``, log-probs that are not finite or above 0) becomes an error generation.
+
 A request that gets HTTP 408/429/5xx, a connection error, a timeout or an unparseable body is
 retried with exponential backoff and jitter (``Retry-After`` is honoured up to
 :data:`MAX_RETRY_AFTER` seconds). One that still fails comes back as generations with
 ``finish_reason="error"`` for its prompt only. The API key is sent only in the
-``Authorization`` header: it is kept out of ``repr`` and scrubbed from every error text.
+``Authorization`` header and is kept out of ``repr``. Every error text is redacted before it
+is cut: the key and any run of 6 or more of its characters, ``Bearer`` tokens,
+``Authorization``/``api-key`` values and ``sk-``-like words. A generation whose text holds
+part of the key becomes an error generation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,8 +62,43 @@ MAX_RETRY_AFTER = 60.0
 RETRY_STATUSES = frozenset({408, 429})
 """Statuses retried besides every 5xx."""
 
+REPLY_BYTES_PER_TOKEN = 4096
+"""Reply bytes allowed per requested token (``max_tokens`` x ``n``): text, ids and log-probs
+of a real reply take a few hundred."""
+
+REPLY_BYTES_BASE = 1 << 20
+"""Reply bytes allowed on top of the per-token allowance, and the cap on an error reply."""
+
+TOKEN_ID_BOUND = 2**31
+"""Token ids must lie below this when no ``vocab_size`` is given (an int32 holds them)."""
+
+REDACTED = "<redacted>"
+KEY_PIECE = 6
+"""A run of this many characters of the API key is redacted wherever it shows."""
+
 _TOKEN_ID_PREFIX = "token_id:"
 _BODY_SNIPPET = 300
+_BEARER = re.compile(r"(?i)\bbearer(?:\s+|%20|\+)[^\s\"',;}\]]+")
+_CREDENTIAL_FIELD = re.compile(
+    r"(?i)\b(authorization|x-api-key|api[-_]?key)([\"']?\s*[:=]\s*[\"']?)(?:bearer\s+)?"
+    r"[^\s\"',;}\]]+"
+)
+_KEY_LIKE = r"(?<![A-Za-z0-9])(?:{prefixes})[\w\-.*\u2022\u2026]+"
+_KEY_SCHEME = re.compile(r"[A-Za-z]{1,10}[-_]")
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+
+
+def reply_limit(max_tokens: int, n: int) -> int:
+    """The most reply bytes read for a request of ``max_tokens`` x ``n`` tokens."""
+    return REPLY_BYTES_BASE + REPLY_BYTES_PER_TOKEN * max_tokens * n
+
+
+class MalformedReply(ValueError):
+    """A reply that holds no list of choices at all (retried like a failed request)."""
+
+
+class _BadChoice(ValueError):
+    """What is wrong with one choice of a reply."""
 
 
 class _RequestFailed(Exception):
@@ -65,16 +111,58 @@ class _RequestFailed(Exception):
         self.retry_after = retry_after
 
 
-class _Secret:
-    """Holds the API key so that it never shows in a repr."""
+class SecretKey:
+    """Holds an API key so that it never shows in a repr, and redacts it from text."""
 
-    __slots__ = ("value",)
+    __slots__ = ("_key_like", "_pieces", "value")
 
     def __init__(self, value: str) -> None:
         self.value = value
+        size = min(len(value), KEY_PIECE)
+        self._pieces = frozenset(value[i : i + size] for i in range(len(value) - size + 1))
+        prefixes = ["sk-"]
+        scheme = _KEY_SCHEME.match(value)
+        if scheme and scheme[0] not in prefixes:
+            prefixes.append(scheme[0])
+        self._key_like = re.compile(_KEY_LIKE.format(prefixes="|".join(map(re.escape, prefixes))))
 
     def __repr__(self) -> str:
-        return "<redacted>"
+        return REDACTED
+
+    def shows_in(self, text: str) -> bool:
+        """Whether ``text`` holds the key or a run of :data:`KEY_PIECE` of its characters."""
+        return any(piece in text for piece in self._pieces)
+
+    def redact(self, text: str) -> str:
+        """``text`` with every word shaped like the key (``sk-...`` or the key's own prefix,
+        masked ones too) and every run of the key's characters that :meth:`shows_in` finds,
+        redacted."""
+        text = self._key_like.sub(REDACTED, text)
+        if self.shows_in(text):
+            covered = bytearray(len(text))
+            for piece in self._pieces:
+                start = text.find(piece)
+                while start != -1:
+                    covered[start : start + len(piece)] = b"\x01" * len(piece)
+                    start = text.find(piece, start + 1)
+            kept = []
+            position = 0
+            for run in re.finditer(rb"\x01+", covered):
+                kept.append(text[position : run.start()])
+                kept.append(REDACTED)
+                position = run.end()
+            kept.append(text[position:])
+            text = "".join(kept)
+        return text
+
+
+def redact_credentials(text: str, secret: SecretKey | None = None) -> str:
+    """``text`` without ``Bearer`` tokens, ``Authorization``/``api-key`` values and, with a
+    ``secret``, any part of that key."""
+    if secret is not None:
+        text = secret.redact(text)
+    text = _CREDENTIAL_FIELD.sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)
+    return _BEARER.sub(f"Bearer {REDACTED}", text)
 
 
 class OpenAICompatibleBackend:
@@ -99,6 +187,9 @@ class OpenAICompatibleBackend:
         server_extensions: ask for token ids with vLLM's ``return_token_ids`` and
             ``return_tokens_as_token_ids`` fields; turn off for servers that reject unknown
             fields.
+        vocab_size: the model's vocabulary size (rows of its embedding); a generation with a
+            token id outside ``[0, vocab_size)`` is an error. ``None`` allows any id below
+            :data:`TOKEN_ID_BOUND`.
     """
 
     def __init__(
@@ -117,6 +208,7 @@ class OpenAICompatibleBackend:
         extra_body: dict[str, Any] | None = None,
         tokenizer: Any = None,
         server_extensions: bool = True,
+        vocab_size: int | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
@@ -130,6 +222,14 @@ class OpenAICompatibleBackend:
             raise ValueError(f"timeout must be positive, got {timeout}")
         if max_retries < 0 or backoff < 0:
             raise ValueError("max_retries and backoff must be non-negative")
+        if vocab_size is not None and vocab_size < 1:
+            raise ValueError(f"vocab_size must be at least 1, got {vocab_size}")
+        key = api_key if api_key is not None else os.environ.get(api_key_env or "") or None
+        if key and not _HEADER_SAFE.fullmatch(key):
+            raise ValueError(
+                "the API key holds whitespace or characters outside printable ASCII (not "
+                "shown), which an Authorization header cannot carry; strip it"
+            )
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api = api
@@ -140,11 +240,11 @@ class OpenAICompatibleBackend:
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.extra_body = dict(extra_body or {})
         self.server_extensions = server_extensions
+        self.vocab_size = vocab_size
         self.text_tokenizer = tokenizer
         """The tokenizer given, used to re-encode text when the server returns no ids."""
         self.tokenizer = tokenizer if api == "completions" else None
-        key = api_key if api_key is not None else os.environ.get(api_key_env or "") or None
-        self._key = _Secret(key) if key else None
+        self._key = SecretKey(key) if key else None
         self._rng = random.Random()
         path = "/chat/completions" if api == "chat" else "/completions"
         self.url = self.base_url + path
@@ -216,14 +316,18 @@ class OpenAICompatibleBackend:
         except ValueError as exc:
             return error_generations(sampling.n, str(exc))
         try:
-            data = await self._post(client, semaphore, body)
-            generations = [self._parse_choice(choice, sampling) for choice in data]
+            generations = await self._post(client, semaphore, body, sampling)
         except _RequestFailed as exc:
-            return error_generations(sampling.n, self._redact(exc.reason))
-        if len(generations) < sampling.n:
-            missing = f"server returned {len(generations)} of {sampling.n} choices"
-            generations += error_generations(sampling.n - len(generations), missing)
-        return generations[: sampling.n]
+            generations = error_generations(sampling.n, exc.reason)
+        return [self._screen(generation) for generation in generations]
+
+    def _screen(self, generation: Generation) -> Generation:
+        """``generation`` with its error text redacted; an error if its text holds the key."""
+        if generation.error is not None:
+            generation.error = self._redact(generation.error)
+        elif self._key is not None and self._key.shows_in(generation.text):
+            return error_generations(1, "the reply's text holds (part of) the API key")[0]
+        return generation
 
     def _body(self, prompt: Prompt | str, sampling: SamplingConfig, seed: int | None) -> dict:
         """The JSON request for one prompt; ``ValueError`` if the prompt fits not this API."""
@@ -271,14 +375,20 @@ class OpenAICompatibleBackend:
         return body
 
     async def _post(
-        self, client: httpx.AsyncClient, semaphore: asyncio.Semaphore, body: dict
-    ) -> list[dict]:
-        """POST with retries; the response's choices in index order, or ``_RequestFailed``."""
+        self,
+        client: httpx.AsyncClient,
+        semaphore: asyncio.Semaphore,
+        body: dict,
+        sampling: SamplingConfig,
+    ) -> list[Generation]:
+        """POST with retries; the reply's generations, or ``_RequestFailed``."""
         attempt = 0
         while True:
             try:
                 async with semaphore:
-                    return await asyncio.wait_for(self._attempt(client, body), self.timeout)
+                    return await asyncio.wait_for(
+                        self._attempt(client, body, sampling), self.timeout
+                    )
             except TimeoutError:
                 failure = _RequestFailed(f"timed out after {self.timeout:g} s", retry=True)
             except _RequestFailed as exc:
@@ -294,74 +404,325 @@ class OpenAICompatibleBackend:
                 delay = max(delay, failure.retry_after)
             await asyncio.sleep(delay)
 
-    async def _attempt(self, client: httpx.AsyncClient, body: dict) -> list[dict]:
+    async def _attempt(
+        self, client: httpx.AsyncClient, body: dict, sampling: SamplingConfig
+    ) -> list[Generation]:
         import httpx
 
+        max_tokens = _positive_int(body.get("max_tokens"), sampling.max_tokens)
+        n = _positive_int(body.get("n"), sampling.n)
         try:
-            response = await client.post(self.url, json=body)
+            async with client.stream("POST", self.url, json=body) as response:
+                status = response.status_code
+                cap = reply_limit(max_tokens, n) if status == 200 else REPLY_BYTES_BASE
+                reply = CappedBody(cap, response.headers.get("content-length"))
+                if not reply.exceeded:
+                    async for chunk in response.aiter_bytes():
+                        if not reply.take(chunk):
+                            break
         except httpx.TimeoutException as exc:
             raise _RequestFailed(
                 f"timed out after {self.timeout:g} s ({type(exc).__name__})", retry=True
             ) from None
         except httpx.TransportError as exc:
             raise _RequestFailed(
-                f"connection error ({type(exc).__name__}: {exc})", retry=True
+                f"connection error ({type(exc).__name__}: {self._quote(str(exc))})", retry=True
             ) from None
-        status = response.status_code
-        if status != 200:
-            snippet = response.text[:_BODY_SNIPPET].strip()
+        except httpx.RequestError as exc:  # e.g. a body that fails its Content-Encoding
             raise _RequestFailed(
-                f"HTTP {status} {response.reason_phrase}: {snippet}",
+                f"unreadable reply ({type(exc).__name__}: {self._quote(str(exc))})", retry=True
+            ) from None
+        if status != 200:
+            shown = (
+                f"(a body of more than {cap} bytes, not shown)"
+                if reply.exceeded
+                else self._snippet(reply.body())
+            )
+            raise _RequestFailed(
+                f"HTTP {status} {self._quote(response.reason_phrase)}: {shown}",
                 retry=status in RETRY_STATUSES or status >= 500,
                 retry_after=_retry_after(response.headers.get("retry-after")),
             )
-        try:
-            data = response.json()
-            choices = data["choices"]
-            if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
-                raise TypeError("'choices' is not a list of objects")
-            return sorted(choices, key=lambda c: c.get("index", 0))
-        except (ValueError, KeyError, TypeError) as exc:
-            snippet = response.text[:_BODY_SNIPPET].strip()
+        if reply.exceeded:
             raise _RequestFailed(
-                f"malformed JSON response ({type(exc).__name__}: {exc}): {snippet!r}", retry=True
+                f"reply too large: more than {cap} bytes for max_tokens={max_tokens} x n={n}",
+                retry=False,
+            )
+        raw = reply.body()
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise _RequestFailed(
+                f"malformed JSON response ({type(exc).__name__}: {self._quote(str(exc))}): "
+                f"{self._snippet(raw)!r}",
+                retry=True,
+            ) from None
+        try:
+            return parse_reply(
+                data,
+                self.api,
+                sampling,
+                vocab_size=self.vocab_size,
+                tokenizer=self.text_tokenizer,
+            )
+        except MalformedReply as exc:
+            raise _RequestFailed(
+                f"malformed response ({exc}): {self._snippet(raw)!r}", retry=True
             ) from None
 
-    def _parse_choice(self, choice: dict, sampling: SamplingConfig) -> Generation:
-        try:
-            if self.api == "chat":
-                text = (choice.get("message") or {}).get("content") or ""
-                entries = (choice.get("logprobs") or {}).get("content") or []
-                tokens = [e["token"] for e in entries]
-                logprobs = [float(e["logprob"]) for e in entries]
-            else:
-                text = choice.get("text") or ""
-                lp = choice.get("logprobs") or {}
-                tokens = list(lp.get("tokens") or [])
-                logprobs = [float(x) for x in lp.get("token_logprobs") or []]
-            ids = choice.get("token_ids")
-            if ids is None and tokens and all(_token_id(t) is not None for t in tokens):
-                ids = [_token_id(t) for t in tokens]
-            if ids is None:
-                tok = self.text_tokenizer
-                ids = list(tok.encode(text, add_special_tokens=False)) if tok is not None else []
-            ids = [int(t) for t in ids]
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise _RequestFailed(
-                f"malformed choice in response ({type(exc).__name__}: {exc})", retry=False
-            ) from None
-        keep = sampling.logprobs and logprobs and len(logprobs) == len(ids)
-        finish: FinishReason = "length" if choice.get("finish_reason") == "length" else "stop"
-        return Generation(
-            text=text, token_ids=ids, logprobs=logprobs if keep else None, finish_reason=finish
-        )
+    def _snippet(self, raw: bytes) -> str:
+        """The start of a reply body for an error text (see :meth:`_quote`)."""
+        return self._quote(raw.decode("utf-8", errors="replace"))
+
+    def _quote(self, text: str) -> str:
+        """Server-sent ``text`` fit for an error text: redacted as a whole, then cut."""
+        return self._redact(text)[:_BODY_SNIPPET].strip()
 
     def _headers(self) -> dict[str, str]:
         """The bearer-token header, when there is a key."""
         return {"Authorization": f"Bearer {self._key.value}"} if self._key else {}
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._key.value, "<redacted>") if self._key else text
+        return redact_credentials(text, self._key)
+
+
+class CappedBody:
+    """Collects a reply body up to ``cap`` bytes; past it (or when the declared
+    ``Content-Length`` is past it) it holds nothing and is ``exceeded``, and the caller
+    stops reading."""
+
+    def __init__(self, cap: int, content_length: str | None) -> None:
+        self.cap = cap
+        self.size = 0
+        self.chunks: list[bytes] = []
+        declared = content_length.strip() if content_length else ""
+        self.exceeded = declared.isascii() and declared.isdigit() and int(declared) > cap
+
+    def take(self, chunk: bytes) -> bool:
+        """Keep ``chunk``; ``False`` (and the body dropped) once the cap is passed."""
+        self.size += len(chunk)
+        if self.size > self.cap:
+            self.exceeded = True
+            self.chunks.clear()
+            return False
+        self.chunks.append(chunk)
+        return True
+
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+# --- reply parsing ----------------------------------------------------------------------------
+
+
+def parse_reply(
+    data: object,
+    api: Literal["chat", "completions"],
+    sampling: SamplingConfig,
+    *,
+    vocab_size: int | None = None,
+    tokenizer: Any = None,
+) -> list[Generation]:
+    """``sampling.n`` generations from a decoded JSON reply of the chat or completions API.
+
+    Choices go in ``index`` order. A choice with anything wrong becomes an error generation
+    that says what; missing choices are error generations too. Raises only
+    :class:`MalformedReply`, when ``data`` is no object with a ``choices`` array.
+    ``tokenizer`` re-encodes the text when the reply carries no token ids.
+    """
+    if not isinstance(data, dict):
+        raise MalformedReply(f"the reply is a JSON {_kind(data)}, not an object")
+    if "choices" not in data:
+        raise MalformedReply("the reply has no 'choices'")
+    choices = data["choices"]
+    if not isinstance(choices, list):
+        raise MalformedReply(f"'choices' is a JSON {_kind(choices)}, not an array")
+    ordered = [
+        choice
+        for _, _, choice in sorted(
+            (_choice_index(choice, position), position, choice)
+            for position, choice in enumerate(choices)
+        )
+    ]
+    bound = TOKEN_ID_BOUND if vocab_size is None else vocab_size
+    generations = []
+    for position, choice in enumerate(ordered[: sampling.n]):
+        try:
+            generations.append(_parse_choice(choice, api, sampling, bound, tokenizer))
+        except _BadChoice as exc:
+            generations += error_generations(1, f"malformed choice {position} in reply: {exc}")
+    if len(generations) < sampling.n:
+        missing = f"server returned {len(generations)} of {sampling.n} choices"
+        generations += error_generations(sampling.n - len(generations), missing)
+    return generations
+
+
+def _parse_choice(
+    choice: object,
+    api: Literal["chat", "completions"],
+    sampling: SamplingConfig,
+    vocab_size: int,
+    tokenizer: Any,
+) -> Generation:
+    if not isinstance(choice, dict):
+        raise _BadChoice(f"it is a JSON {_kind(choice)}, not an object")
+    if api == "chat":
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            raise _BadChoice(f"'message' is a JSON {_kind(message)}, not an object")
+        if "content" not in message:
+            raise _BadChoice("the message has no 'content'")
+        text = _text(message["content"], "the message content")
+        tokens, logprobs = _chat_logprobs(choice.get("logprobs"))
+    else:
+        if "text" not in choice:
+            raise _BadChoice("it has no 'text'")
+        text = _text(choice["text"], "'text'")
+        tokens, logprobs = _completion_logprobs(choice.get("logprobs"))
+    ids_field = choice.get("token_ids")
+    if ids_field is not None:
+        ids = _token_ids(ids_field)
+    elif tokens and all(_token_id(t) is not None for t in tokens):
+        ids = [_token_id(t) for t in tokens]
+    elif tokenizer is not None:
+        ids = list(tokenizer.encode(text, add_special_tokens=False))
+    else:
+        ids = []
+    outside = next((i for i, t in enumerate(ids) if not 0 <= t < vocab_size), None)
+    if outside is not None:
+        raise _BadChoice(
+            f"token id {_clip(str(ids[outside]), 20)} at position {outside} is outside the "
+            f"vocabulary [0, {vocab_size})"
+        )
+    keep = sampling.logprobs and logprobs and len(logprobs) == len(ids)
+    finish: FinishReason = "length" if choice.get("finish_reason") == "length" else "stop"
+    return Generation(
+        text=text, token_ids=ids, logprobs=logprobs if keep else None, finish_reason=finish
+    )
+
+
+def _text(content: object, what: str) -> str:
+    """Generated text from a string, ``null`` (none) or a list of text parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        parts = []
+        for position, part in enumerate(content):
+            if not (
+                isinstance(part, dict)
+                and part.get("type") == "text"
+                and isinstance(part.get("text"), str)
+            ):
+                raise _BadChoice(
+                    f"part {position} of {what} is not a text part ({{'type': 'text', "
+                    "'text': ...}})"
+                )
+            parts.append(part["text"])
+        text = "".join(parts)
+    else:
+        raise _BadChoice(f"{what} is a JSON {_kind(content)}, not text")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _BadChoice(f"{what} is not valid Unicode (it holds a lone surrogate)") from None
+    return text
+
+
+def _chat_logprobs(field: object) -> tuple[list[object], list[float]]:
+    """Tokens and log-probs of a chat choice's ``logprobs`` (``{"content": [entries]}``)."""
+    if field is None:
+        return [], []
+    if not isinstance(field, dict):
+        raise _BadChoice(f"'logprobs' is a JSON {_kind(field)}, not an object")
+    entries = field.get("content")
+    if entries is None:
+        return [], []
+    if not isinstance(entries, list):
+        raise _BadChoice(f"'logprobs.content' is a JSON {_kind(entries)}, not an array")
+    tokens, logprobs = [], []
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise _BadChoice(f"log-prob entry {position} is a JSON {_kind(entry)}, not an object")
+        tokens.append(entry.get("token"))
+        logprobs.append(_logprob(entry.get("logprob"), position))
+    return tokens, logprobs
+
+
+def _completion_logprobs(field: object) -> tuple[list[object], list[float]]:
+    """Tokens and log-probs of a completions choice's ``logprobs``
+    (``{"tokens": [...], "token_logprobs": [...]}``)."""
+    if field is None:
+        return [], []
+    if not isinstance(field, dict):
+        raise _BadChoice(f"'logprobs' is a JSON {_kind(field)}, not an object")
+    tokens = field.get("tokens")
+    values = field.get("token_logprobs")
+    for name, value in (("tokens", tokens), ("token_logprobs", values)):
+        if value is not None and not isinstance(value, list):
+            raise _BadChoice(f"'logprobs.{name}' is a JSON {_kind(value)}, not an array")
+    logprobs = [_logprob(value, position) for position, value in enumerate(values or [])]
+    return list(tokens or []), logprobs
+
+
+def _logprob(value: object, position: int) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _BadChoice(f"log-prob {position} is a JSON {_kind(value)}, not a number")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past the float range
+        number = math.inf if value > 0 else -math.inf
+    if not (math.isfinite(number) and number <= 0):
+        raise _BadChoice(f"log-prob {position} is {number:g}, not a finite number <= 0")
+    return number
+
+
+def _token_ids(field: object) -> list[int]:
+    if not isinstance(field, list):
+        raise _BadChoice(f"'token_ids' is a JSON {_kind(field)}, not an array")
+    for position, token in enumerate(field):
+        if isinstance(token, bool) or not isinstance(token, int):
+            raise _BadChoice(f"token id {position} is a JSON {_kind(token)}, not an integer")
+    return list(field)
+
+
+def _token_id(token: object) -> int | None:
+    """The id in vLLM's ``"token_id:123"`` token form, else ``None``."""
+    if isinstance(token, str) and token.startswith(_TOKEN_ID_PREFIX):
+        rest = token[len(_TOKEN_ID_PREFIX) :]
+        if rest.isascii() and rest.isdigit() and len(rest) <= 18:
+            return int(rest)
+    return None
+
+
+def _choice_index(choice: object, position: int) -> int:
+    """A choice's ``index`` where it is an integer, else its position in the reply."""
+    index = choice.get("index") if isinstance(choice, dict) else None
+    return index if isinstance(index, int) and not isinstance(index, bool) else position
+
+
+def _kind(value: object) -> str:
+    """The JSON type name of a decoded value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _clip(text: str, size: int) -> str:
+    return text if len(text) <= size else text[:size] + "..."
+
+
+def _positive_int(value: object, default: int) -> int:
+    """``value`` if it is a positive integer, else ``default``."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return value if ok else default  # type: ignore[return-value]
 
 
 def _is_messages(prompt: object) -> bool:
@@ -377,15 +738,6 @@ def _describe(prompt: object) -> str:
         kinds = sorted({type(x).__name__ for x in prompt})
         return f"a list of {'/'.join(kinds)}" if kinds else "an empty list"
     return f"a {type(prompt).__name__}"
-
-
-def _token_id(token: object) -> int | None:
-    """The id in vLLM's ``"token_id:123"`` token form, else ``None``."""
-    if isinstance(token, str) and token.startswith(_TOKEN_ID_PREFIX):
-        rest = token[len(_TOKEN_ID_PREFIX) :]
-        if rest.isdigit():
-            return int(rest)
-    return None
 
 
 def _retry_after(value: str | None) -> float | None:

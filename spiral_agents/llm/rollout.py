@@ -9,7 +9,10 @@ sample gets the final reward of its seat.
 A generation that failed (``finish_reason="error"``: the server was down, the prompt too long
 for the model) is not a move of the model: its seat forfeits that game only, the game record
 holds the error, and the turn's sample keeps ``finish_reason="error"`` so a trainer can leave
-the whole game out.
+the whole game out. A backend call that raises, or returns other than one list of
+generations per prompt, fails that way for every prompt of the call. A backend that does so
+on :data:`MAX_FAILED_CALLS_IN_A_ROW` calls in a row is broken rather than unlucky (a bug, a
+dead engine): the run then raises :class:`BackendFailure` from its last error.
 """
 
 from __future__ import annotations
@@ -25,12 +28,27 @@ import numpy as np
 import spiral_envs
 from spiral_agents.arena import GameRecord
 from spiral_agents.base import as_agent, reset_agent
-from spiral_agents.registry import make_agent
 from spiral_agents.llm.answers import extract_answer
-from spiral_agents.llm.backend import Backend, Prompt, SamplingConfig
+from spiral_agents.llm.backend import (
+    Backend,
+    Generation,
+    Prompt,
+    SamplingConfig,
+    error_generations,
+)
 from spiral_agents.llm.prompts import PromptEncoder, PromptTemplate, template_for_model
+from spiral_agents.registry import make_agent
 
 SEATS = spiral_envs.AGENTS
+
+MAX_FAILED_CALLS_IN_A_ROW = 3
+"""Backend calls of one policy that may fail in a row before the run stops."""
+
+_ERROR_CHARS = 500
+
+
+class BackendFailure(RuntimeError):
+    """A policy's backend failed on every one of several generate calls in a row."""
 
 
 @dataclass
@@ -148,6 +166,7 @@ class RolloutEngine:
         self.concurrency = concurrency
         self.seed = seed
         self.generation_calls = 0
+        self._failed_calls: dict[int, int] = {}
 
     def run(self, *, games: int | None = None, turns: int | None = None) -> Rollout:
         """Play until ``games`` games have finished, or ``turns`` LLM turns were taken (the
@@ -239,9 +258,7 @@ class RolloutEngine:
             int(np.random.SeedSequence([self.seed, 2, g.episode, g.turn]).generate_state(1)[0])
             for g in group
         ]
-        sampling = replace(policy.sampling, n=1)
-        outputs = policy.backend.generate(prompts, sampling, seeds)
-        self.generation_calls += 1
+        outputs = self._call_backend(policy, prompts, seeds)
         for game, seat, prompt, output in zip(group, seats, prompts, outputs):
             generation = output[0]
             answer = extract_answer(generation.text, generation.finish_reason, generation.error)
@@ -273,6 +290,33 @@ class RolloutEngine:
                 )
             )
 
+    def _call_backend(
+        self, policy: LLMPolicy, prompts: list[Prompt], seeds: list[int]
+    ) -> list[list[Generation]]:
+        """One generation per prompt; error generations for all of them when the backend
+        raises or breaks its contract, and :class:`BackendFailure` when it has done so
+        :data:`MAX_FAILED_CALLS_IN_A_ROW` times in a row. ``MemoryError`` is not caught."""
+        self.generation_calls += 1
+        try:
+            outputs = policy.backend.generate(prompts, replace(policy.sampling, n=1), seeds)
+            _check_outputs(outputs, len(prompts))
+        except MemoryError:
+            raise
+        except Exception as error:  # one failed call ends only its games
+            failures = self._failed_calls.get(id(policy), 0) + 1
+            self._failed_calls[id(policy)] = failures
+            message = f"{type(error).__name__}: {error}"
+            if len(message) > _ERROR_CHARS:
+                message = message[:_ERROR_CHARS] + "..."
+            if failures >= MAX_FAILED_CALLS_IN_A_ROW:
+                raise BackendFailure(
+                    f"the backend of policy {policy.name!r} failed {failures} generate calls "
+                    f"in a row, last with {message}"
+                ) from error
+            return [error_generations(1, f"the backend call failed: {message}") for _ in prompts]
+        self._failed_calls[id(policy)] = 0
+        return outputs
+
     def _step(self, game: _LiveGame, seat: str, action: Any) -> None:
         names = game.env.game.actions
         if isinstance(action, np.integer):
@@ -297,6 +341,18 @@ class RolloutEngine:
         return game.samples
 
 
+def _check_outputs(outputs: object, prompts: int) -> None:
+    """``TypeError`` unless ``outputs`` holds, for each of ``prompts`` prompts, a list whose
+    first item is a :class:`Generation` with text."""
+    if not isinstance(outputs, list) or len(outputs) != prompts:
+        count = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
+        raise TypeError(f"generate returned {count} outputs for {prompts} prompts")
+    for position, output in enumerate(outputs):
+        first = output[0] if isinstance(output, list) and output else None
+        if not (isinstance(first, Generation) and isinstance(first.text, str)):
+            raise TypeError(f"output {position} of generate holds no Generation with text")
+
+
 def _game_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     adapter = {"render_mode", "invalid_move", "max_turns"}
     return {k: v for k, v in env_kwargs.items() if k not in adapter}
@@ -305,8 +361,7 @@ def _game_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
 def save_samples(samples: Iterable[TurnSample], path: str | Path) -> None:
     """Write turn samples as JSONL, one sample a line."""
     with open(path, "w", encoding="utf-8") as out:
-        for sample in samples:
-            out.write(json.dumps(asdict(sample)) + "\n")
+        out.writelines(json.dumps(asdict(sample)) + "\n" for sample in samples)
 
 
 def load_samples(path: str | Path) -> list[TurnSample]:

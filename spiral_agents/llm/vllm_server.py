@@ -19,6 +19,7 @@ not survive a failed reload), so generating on would no longer be on-policy.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -26,7 +27,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spiral_agents.llm.openai_backend import OpenAICompatibleBackend
+from spiral_agents.llm.openai_backend import (
+    REPLY_BYTES_BASE,
+    CappedBody,
+    OpenAICompatibleBackend,
+)
 from spiral_agents.llm.vllm_backend import add_tied_output_layer, save_weights
 
 if TYPE_CHECKING:
@@ -114,30 +119,48 @@ class VLLMServerBackend(OpenAICompatibleBackend):
             )
 
     def _post_admin(self, path: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
-        """POST to a dev-mode endpoint; connection errors are retried with backoff."""
+        """POST to a dev-mode endpoint; connection errors are retried with backoff. The reply
+        is read up to :data:`REPLY_BYTES_BASE` bytes; a JSON object comes back, anything else
+        as ``{}``. Error texts are redacted as the backend's request errors are."""
         import httpx
 
         url = self.server_url + path
         for attempt in range(self.max_retries + 1):
             try:
-                response = httpx.post(url, json=body, headers=self._headers(), timeout=timeout)
+                with httpx.stream(
+                    "POST", url, json=body, headers=self._headers(), timeout=timeout
+                ) as response:
+                    reply = CappedBody(REPLY_BYTES_BASE, response.headers.get("content-length"))
+                    if not reply.exceeded:
+                        for chunk in response.iter_bytes():
+                            if not reply.take(chunk):
+                                break
                 break
             except httpx.TransportError as exc:
                 failure = f"{type(exc).__name__}: {exc}"
                 if attempt == self.max_retries:
                     raise WeightSyncError(self._redact(f"POST {url} failed: {failure}")) from None
                 time.sleep(self.backoff * 2**attempt)
-        if response.status_code == 404:
+            except httpx.RequestError as exc:
+                raise WeightSyncError(
+                    self._redact(f"POST {url}: unreadable reply ({type(exc).__name__}: {exc})")
+                ) from None
+        status = response.status_code
+        if status == 404:
             raise WeightSyncError(
                 f"POST {url}: 404 Not Found; start the vLLM server with VLLM_SERVER_DEV_MODE=1 "
                 "to allow weight reloads"
             )
-        if response.status_code != 200:
+        if reply.exceeded:
             raise WeightSyncError(
-                self._redact(f"POST {url}: HTTP {response.status_code}: {response.text[:500].strip()}")
+                f"POST {url}: HTTP {status} with a reply of more than {REPLY_BYTES_BASE} bytes"
             )
+        if status != 200:
+            snippet = self._snippet(reply.body())
+            raise WeightSyncError(self._redact(f"POST {url}: HTTP {status}: {snippet}"))
+        raw = reply.body()
         try:
-            reply = response.json() if response.content else {}
-        except ValueError:
-            reply = {}
-        return reply if isinstance(reply, dict) else {}
+            data = json.loads(raw) if raw else {}
+        except (ValueError, RecursionError):
+            data = {}
+        return data if isinstance(data, dict) else {}
