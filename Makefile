@@ -25,7 +25,7 @@ $(VENV)/.bench: $(VENV)/.test
 
 demo: $(VENV)/.train  ## every game between built-in agents, then self-play training of a tiny Qwen3 on the CPU
 	$(VENV)/bin/python -m spiral_envs.demo --games 100
-	$(VENV)/bin/spiral-train --config configs/cpu-demo.yaml --plot
+	$(VENV)/bin/spiral-train --config configs/cpu-demo.yaml --plot --overwrite
 
 test: $(VENV)/.test  ## run the whole test suite
 	$(VENV)/bin/python -m pytest

@@ -22,7 +22,6 @@ import torch
 from spiral_agents.llm import attention
 from spiral_agents.llm.tiny import ensure_tiny_qwen3
 from spiral_train.learner import Learner, LearnerConfig, pack
-from spiral_train.loss import LossConfig
 
 
 @dataclass
@@ -68,7 +67,11 @@ def main() -> None:
     ]
     advantages = [1.0 if i % 2 else -1.0 for i in range(args.samples)]
     config = LearnerConfig(
-        learning_rate=1e-5, epochs=2, micro_batch_size=args.micro, loss=LossConfig(normaliser=float(args.response))
+        learning_rate=1e-5,
+        epochs=2,
+        micro_batch_size=args.micro,
+        normaliser=float(args.response),
+        gradient_checkpointing=False,
     )
     learner = Learner(model, config, pad_id=0)
     tokens = args.samples * (args.prompt + args.response)

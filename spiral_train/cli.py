@@ -3,6 +3,7 @@
     spiral-train --config configs/cpu-demo.yaml
     spiral-train --config configs/qwen3-4b-base.yaml learner.learning_rate=2e-6 steps=200
     spiral-train --config configs/cpu-demo.yaml --resume
+    spiral-train --config configs/cpu-demo.yaml --print-config games.0.env_kwargs.rounds=2
 """
 
 from __future__ import annotations
@@ -11,31 +12,70 @@ import argparse
 import json
 import sys
 
-from spiral_train.config import load_config
+import yaml
+
+from spiral_train.checkpoint import CheckpointError
+from spiral_train.config import ConfigError, load_config
+from spiral_train.run_folder import RunFolderError, plan_start
+
+SHIPPED = "configs/cpu-demo.yaml (the CPU demo) or configs/qwen3-4b-base.yaml (SPIRAL's recipe)"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spiral-train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help=f"YAML or TOML config file, e.g. {SHIPPED}")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value settings (games.0.id=Nim-v0)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest loadable checkpoint")
+    parser.add_argument("--resume-from", metavar="STEP", help="continue from this checkpoint (step-N)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run already in output_dir")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--plot", action="store_true", help="write a learning-curve PNG and a summary at the end")
+    return parser
+
+
+def _status(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="spiral-train", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML or TOML config file (defaults: the paper recipe)")
-    parser.add_argument("overrides", nargs="*", help="section.key=value settings")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--plot", action="store_true", help="write a learning-curve PNG and a summary at the end")
-    args = parser.parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)
+
+    def fail(message: str, status: int = 2) -> int:
+        print("\n".join(f"spiral-train: {line}" for line in message.splitlines()), file=sys.stderr)
+        return status
+
+    if args.config is None and not args.print_config:
+        return fail(f"bad config: --config: no config file given; pass --config {SHIPPED}")
     try:
         config = load_config(args.config, args.overrides)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"spiral-train: bad config: {error}", file=sys.stderr)
-        return 2
+    except ConfigError as error:
+        return fail("\n".join(f"bad config: {line}" for line in str(error).splitlines()))
+    if args.print_config:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    try:
+        start = plan_start(config, args.resume, args.resume_from, args.overwrite)
+    except ConfigError as error:
+        return fail("\n".join(f"bad config: {line}" for line in str(error).splitlines()))
+    except (RunFolderError, CheckpointError) as error:
+        return fail(str(error), 1)
+    from spiral_agents.llm.rollout import BackendFailure
+    from spiral_agents.llm.vllm_server import WeightSyncError
+    from spiral_train.learner import NonFiniteError
     from spiral_train.trainer import Trainer
 
-    trainer = Trainer(config)
-    history = trainer.train(resume=args.resume, progress=not args.quiet)
+    try:
+        trainer = Trainer(config)
+        history = trainer.train(start=start, progress=not args.quiet, log=_status)
+    except ConfigError as error:
+        return fail("\n".join(f"bad config: {line}" for line in str(error).splitlines()))
+    except (CheckpointError, NonFiniteError, WeightSyncError, BackendFailure) as error:
+        return fail(str(error), 1)
     if args.plot:
         from spiral_train.report import write_report
 
-        summary = write_report(history, config.output_dir)
-        print(summary)
+        print(write_report(history, config.output_dir))
     else:
         print(json.dumps(history[-1] if history else {}, indent=1, default=float))
     return 0

@@ -1,41 +1,77 @@
-"""Training configuration: typed sections, YAML/TOML files, ``key.sub=value`` overrides.
+"""Training configuration: one validated tree, YAML/TOML files, ``key.sub=value`` overrides.
 
-Every field has SPIRAL's default (the paper's recipe for Qwen3-4B-Base); ``configs/`` holds
-the paper recipe, a LoRA recipe and the CPU demo. Unknown keys and bad values are errors that
-name the key.
+The tree is pydantic: sections of the trainer are models here, and the sections that configure a
+runtime object *are* that object's type, declared once where it is used: ``sampling`` is the
+backends' :class:`~spiral_agents.llm.backend.SamplingConfig`, ``learner`` the learner's
+:class:`~spiral_train.learner.LearnerConfig` (optimizer and loss settings), and
+``rewards.invalid_move`` the envs' :class:`~spiral_envs.InvalidMovePolicy`. pydantic rather than
+OmegaConf because it validates those plain dataclasses (running their own checks), has strict
+types (an integer setting is not ``2.5``, ``true`` or ``"3"``), rejects NaN and infinity, and
+reports the place of every error.
+
+Everything is checked when the config is built, before any model loads: game ids and their
+keyword arguments, agent specs, sampling settings, seeds, dtype names, and the range of every
+number. Every field has SPIRAL's default (the paper's recipe for Qwen3-4B-Base); ``configs/``
+holds the paper recipe, a LoRA recipe and the CPU demo.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
+import json
+import re
 import tomllib
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+import spiral_envs
+from spiral_agents.llm.backend import SamplingConfig
+from spiral_agents.registry import make_agent, supports
+from spiral_envs.registry import GAMES
+from spiral_train.learner import LearnerConfig
+
+GENERATOR_BACKENDS = ("vllm", "transformers", "vllm-server")
+ADAPTER_KWARGS = ("render_mode", "invalid_move", "max_turns")
+"""Keyword arguments of the env adapter (``spiral_envs.env``) rather than of a game's rules."""
+MAX_SEED = 2**63 - 1
+
+RENAMED = {
+    "checkpoint_every": "checkpoint.every",
+    "rewards.invalid_retries": "rewards.invalid_move.retries",
+    "rewards.invalid_offender": "rewards.invalid_move.offender_reward",
+    "rewards.invalid_opponent": "rewards.invalid_move.opponent_reward",
+}
+"""Settings of earlier releases, so that an old config file gets a pointer to the new key."""
 
 
-@dataclass
-class ModelConfig:
+class ConfigError(ValueError):
+    """A bad setting; ``str(error)`` is one line per problem, each ``<key>: <why>``."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class ModelConfig(Section):
     path: str = "Qwen/Qwen3-4B-Base"
     """Model id or local directory (weights in safetensors)."""
     template: str | None = None
     """Prompt template: None (default for the model id), spiral-base, chat, chat-thinking,
     chat-no-thinking, or a format string with {observation}."""
-    dtype: str = "auto"
-    lora_rank: int = 0
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """auto: bfloat16 on CUDA, float32 on the CPU."""
+    lora_rank: int = Field(0, ge=0)
     """0 trains all weights; > 0 trains LoRA adapters of this rank (peft)."""
-    lora_alpha: int = 64
-    lora_dropout: float = 0.0
+    lora_alpha: int = Field(64, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
 
 
-GENERATOR_BACKENDS = ("vllm", "transformers", "vllm-server")
-
-
-@dataclass
-class GeneratorConfig:
-    backend: str = "vllm"
+class GeneratorConfig(Section):
+    backend: Literal["vllm", "transformers", "vllm-server"] = "vllm"
     """vllm (in-process, weights updated in place), transformers (shares the learner's
     module), or vllm-server (a running vLLM server that reloads each update's weights from a
     saved checkpoint; start it with VLLM_SERVER_DEV_MODE=1)."""
@@ -46,249 +82,305 @@ class GeneratorConfig:
     weights_dir: str | None = None
     """vllm-server: where weight checkpoints for the server are written (default:
     <output_dir>/served-weights); the server must see the same path."""
-    request_timeout: float = 600.0
+    request_timeout: float = Field(600.0, gt=0)
     """vllm-server: seconds one generation request (or one weight reload) may take."""
-    gpu_memory_utilization: float = 0.5
-    max_model_len: int = 12800
+    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
+    max_model_len: int = Field(12800, ge=1)
     sleep_while_learning: bool = True
 
+    @model_validator(mode="after")
+    def _server_needs_url(self) -> GeneratorConfig:
+        if self.backend == "vllm-server" and not (self.base_url or "").startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError("base_url: must be an http(s) URL for the vllm-server backend")
+        return self
 
-@dataclass
-class GameConfig:
+
+def game_kwargs_accepted(game_id: str) -> list[str]:
+    """Keyword arguments ``spiral_envs.env(game_id, ...)`` accepts: the adapter's and the game's."""
+    parameters = inspect.signature(GAMES[game_id]).parameters.values()
+    own = [p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [*ADAPTER_KWARGS, *own]
+
+
+class GameConfig(Section):
     id: str
-    weight: float = 1.0
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    weight: float = Field(1.0, ge=0)
+    env_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of ``spiral_envs.env``: the game's variant (e.g. ``rounds``) or the
+    adapter's (``max_turns``, ``invalid_move``), which win over the ``rewards`` section."""
+
+    @field_validator("id")
+    @classmethod
+    def _registered(cls, game_id: str) -> str:
+        name = game_id.removeprefix("spiral/")
+        if name not in GAMES:
+            raise ValueError(f"unknown game {game_id!r}; registered games: {', '.join(sorted(GAMES))}")
+        return name
+
+    @model_validator(mode="after")
+    def _kwargs_accepted(self) -> GameConfig:
+        accepted = game_kwargs_accepted(self.id)
+        unknown = sorted(set(self.env_kwargs) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"env_kwargs: {self.id} does not take {', '.join(unknown)}; it takes: {', '.join(accepted)}"
+            )
+        try:
+            spiral_envs.env(self.id, **self.env_kwargs)
+        except (TypeError, ValueError, KeyError) as error:
+            raise ValueError(f"env_kwargs: {self.id} rejects {self.env_kwargs}: {error}") from None
+        return self
 
 
 def _default_games() -> list[GameConfig]:
-    return [GameConfig("TicTacToe-v0"), GameConfig("KuhnPoker-v1"), GameConfig("SimpleNegotiation-v1")]
+    return [GameConfig(id=g) for g in ("TicTacToe-v0", "KuhnPoker-v1", "SimpleNegotiation-v1")]
 
 
-@dataclass
-class SamplingSection:
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_tokens: int = 4096
-
-
-@dataclass
-class RewardConfig:
-    invalid_retries: int = 0
-    invalid_offender: float = -1.5
-    invalid_opponent: float = 0.5
-    max_turns: int | None = 50
+class RewardConfig(Section):
+    invalid_move: spiral_envs.InvalidMovePolicy = spiral_envs.InvalidMovePolicy.spiral_training()
+    """What an invalid move costs (SPIRAL: the game ends at -1.5 for the offender, +0.5)."""
+    max_turns: int | None = Field(50, ge=1)
     """Turn cap (a draw); None keeps each game's own cap."""
 
 
-@dataclass
-class RAEConfig:
-    alpha: float = 0.95
+class RAEConfig(Section):
+    alpha: float = Field(0.95, ge=0, lt=1)
     update_first: bool = False
     drop_zero_advantage: bool = True
 
 
-@dataclass
-class LearnerSection:
-    learning_rate: float = 1e-6
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    epochs: int = 2
-    minibatches: int = 1
-    micro_batch_size: int = 4
-    max_grad_norm: float = 1.0
-    clip: float = 0.2
-    normaliser: float = 4096.0
-    importance_cap: float | None = None
-    kl_coef: float = 0.0
-    bf16: bool = True
-    gradient_checkpointing: bool = True
-
-
-@dataclass
-class EvalConfig:
-    every: int = 25
-    games: int = 64
-    opponents: list[str] = field(default_factory=lambda: ["random"])
-    game_ids: list[str] = field(default_factory=lambda: ["TicTacToe-v0", "KuhnPoker-v1"])
-    temperature: float = 0.6
-    top_p: float = 0.95
+class EvalConfig(Section):
+    every: int = Field(25, ge=0)
+    """Evaluate every this many steps (and before the first); 0 = never."""
+    games: int = Field(64, ge=0)
+    opponents: list[str] = Field(default_factory=lambda: ["random"])
+    game_ids: list[str] = Field(default_factory=lambda: ["TicTacToe-v0", "KuhnPoker-v1"])
+    temperature: float = Field(0.6, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
     kuhn_exploitability: bool = True
 
+    @field_validator("game_ids")
+    @classmethod
+    def _registered(cls, game_ids: list[str]) -> list[str]:
+        return [GameConfig._registered(game_id) for game_id in game_ids]
 
-@dataclass
-class WarmStartConfig:
+    @model_validator(mode="after")
+    def _opponents_resolve(self) -> EvalConfig:
+        """Each opponent is built for the eval games it plays (it must play one of them)."""
+        for opponent in self.opponents:
+            try:
+                playable = [g for g in self.game_ids if supports(opponent, g)]
+                if self.game_ids and not playable:
+                    raise ValueError(f"plays none of eval.game_ids ({', '.join(self.game_ids)})")
+                for game_id in playable:
+                    make_agent(opponent, game_id, seed=0)
+            except Exception as error:  # noqa: BLE001 - any failure to build is a bad spec
+                message = error.args[0] if isinstance(error, KeyError) and error.args else error
+                raise ValueError(f"opponents: {opponent!r}: {message}") from None
+        return self
+
+
+class WarmStartConfig(Section):
     """A short supervised pass that teaches the answer format before self-play (0 = off)."""
 
-    steps: int = 0
-    learning_rate: float = 1e-3
-    batch_size: int = 32
+    steps: int = Field(0, ge=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(32, ge=1)
 
 
-@dataclass
-class TrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    games: list[GameConfig] = field(default_factory=_default_games)
-    sampling: SamplingSection = field(default_factory=SamplingSection)
-    rewards: RewardConfig = field(default_factory=RewardConfig)
-    rae: RAEConfig = field(default_factory=RAEConfig)
-    learner: LearnerSection = field(default_factory=LearnerSection)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
-    steps: int = 400
-    samples_per_step: int = 128
+class CheckpointConfig(Section):
+    every: int = Field(50, ge=1)
+    """Save every this many steps (and after the last)."""
+    keep_last: int = Field(3, ge=1)
+    """Checkpoints kept on disk; older ones are deleted (never the newest or ``latest``)."""
+
+
+class TrainConfig(Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    games: list[GameConfig] = Field(default_factory=_default_games, min_length=1)
+    sampling: SamplingConfig = SamplingConfig()
+    """How the policy samples its moves in self-play (one sample per prompt)."""
+    rewards: RewardConfig = Field(default_factory=RewardConfig)
+    rae: RAEConfig = Field(default_factory=RAEConfig)
+    learner: LearnerConfig = LearnerConfig()
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    steps: int = Field(400, ge=1)
+    samples_per_step: int = Field(128, ge=1)
     """Turn samples gathered for each policy update."""
-    concurrency: int = 128
-    checkpoint_every: int = 50
-    output_dir: str = "runs/spiral"
-    seed: int = 0
+    concurrency: int = Field(128, ge=1)
+    output_dir: str = Field("runs/spiral", min_length=1)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     tensorboard: bool = True
     wandb_project: str | None = None
     build_tiny_model: bool = False
     """Build the tiny offline Qwen3 at ``model.path`` first if it is not there (CPU demo)."""
 
-    def validate(self) -> TrainConfig:
-        """Raise ValueError naming the first bad value."""
-        checks = [
-            (self.steps >= 1, "steps must be at least 1"),
-            (self.samples_per_step >= 1, "samples_per_step must be at least 1"),
-            (self.concurrency >= 1, "concurrency must be at least 1"),
-            (self.checkpoint_every >= 1, "checkpoint_every must be at least 1"),
-            (self.generator.backend in GENERATOR_BACKENDS, f"generator.backend must be one of {', '.join(GENERATOR_BACKENDS)}"),
-            (self.generator.backend != "vllm-server" or (self.generator.base_url or "").startswith(("http://", "https://")), "generator.base_url must be an http(s) URL for the vllm-server backend"),
-            (self.generator.request_timeout > 0, "generator.request_timeout must be positive"),
-            (self.learner.learning_rate > 0, "learner.learning_rate must be positive"),
-            (self.learner.epochs >= 1, "learner.epochs must be at least 1"),
-            (self.learner.micro_batch_size >= 1, "learner.micro_batch_size must be at least 1"),
-            (0 < self.learner.clip < 1, "learner.clip must lie in (0, 1)"),
-            (self.learner.normaliser > 0, "learner.normaliser must be positive"),
-            (0 <= self.rae.alpha < 1, "rae.alpha must lie in [0, 1)"),
-            (self.sampling.temperature >= 0, "sampling.temperature must be >= 0"),
-            (0 < self.sampling.top_p <= 1, "sampling.top_p must lie in (0, 1]"),
-            (self.sampling.max_tokens >= 1, "sampling.max_tokens must be at least 1"),
-            (bool(self.games), "games must list at least one game"),
-            (self.model.lora_rank >= 0, "model.lora_rank must be >= 0"),
-            (self.rewards.invalid_retries >= 0, "rewards.invalid_retries must be >= 0"),
-            (self.eval.every >= 0 and self.eval.games >= 0, "eval.every and eval.games must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        import spiral_envs
-
-        for game in self.games:
-            if game.weight < 0:
-                raise ValueError(f"games: weight of {game.id} must be >= 0")
-            spiral_envs.make_game(game.id, **{k: v for k, v in game.env_kwargs.items() if k not in ("max_turns", "invalid_move", "render_mode")})
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.sampling.n != 1:
+            raise ValueError("sampling.n: self-play samples one move per prompt; set 1")
+        try:
+            replace(self.sampling, temperature=self.eval.temperature, top_p=self.eval.top_p)
+        except ValueError as error:
+            raise ValueError(f"eval: {error}") from None
         return self
 
-
-def _coerce(value: Any, kind: Any, key: str) -> Any:
-    """Convert a parsed config value to the annotated type, or raise naming ``key``."""
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(kind)
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, key)
-            except ValueError:
-                continue
-        raise ValueError(f"{key}: {value!r} is not a valid {kind}")
-    if dataclasses.is_dataclass(kind):
-        if not isinstance(value, dict):
-            raise ValueError(f"{key}: expected a table of settings, got {value!r}")
-        return _build(kind, value, key)
-    if origin is list:
-        (item,) = typing.get_args(kind)
-        if not isinstance(value, list):
-            raise ValueError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{key}: expected a table, got {value!r}")
-        return dict(value)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{key}: expected true or false, got {value!r}")
-    if kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ValueError(f"{key}: expected an integer, got {value!r}")
-    if kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ValueError(f"{key}: expected a number, got {value!r}")
-    if kind is str:
-        if isinstance(value, str):
-            return value
-        raise ValueError(f"{key}: expected a string, got {value!r}")
-    if kind is typing.Any:
-        return value
-    raise ValueError(f"{key}: unsupported setting type {kind}")
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON data (what checkpoints and ``--print-config`` show)."""
+        return self.model_dump(mode="json")
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        where = f" in {prefix}" if prefix else ""
-        raise ValueError(f"unknown setting(s){where}: {', '.join(sorted(unknown))}")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    return cls(**kwargs)
+def to_dict(config: TrainConfig) -> dict[str, Any]:
+    return config.to_dict()
 
 
-def _parse_scalar(text: str) -> Any:
-    """A command-line value: TOML scalar/array syntax where it parses, else a plain string."""
+# --- files and overrides ------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 with YAML 1.2 numbers: ``1e-3`` is a float (PyYAML reads it as a string)."""
+
+
+_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a YAML (.yaml/.yml) or TOML (.toml) file; ConfigError when unreadable."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config: {path} is a directory, not a config file")
+    if path.suffix not in (".toml", ".yaml", ".yml"):
+        raise ConfigError(f"config: {path}: config files must be .yaml, .yml or .toml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config: cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    try:
+        loaded = tomllib.loads(text) if path.suffix == ".toml" else _yaml(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config: {path}: TOML syntax error: {error}") from None
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(error, "problem", None) or error
+        raise ConfigError(f"config: {path}: YAML syntax error{line}: {problem}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config: {path}: the top level must be a mapping of settings")
+    return loaded
+
+
+def _merge(base: Any, update: Any) -> Any:
+    """``update`` over ``base``: mappings merge key by key, anything else replaces."""
+    if isinstance(base, dict) and isinstance(update, dict):
+        merged = dict(base)
+        for key, value in update.items():
+            merged[key] = _merge(base.get(key), value) if key in base else value
+        return merged
+    return update
+
+
+def _parse_value(text: str) -> Any:
+    """A command-line value: TOML where it parses (``nan``, inline tables), else YAML
+    (``[random, minimax]``, ``null``), else the text itself."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
+        pass
+    try:
+        return _yaml(text)
+    except yaml.YAMLError:
         return text
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:
-    """Apply ``section.key=value`` to a nested settings dict."""
-    key, eq, value = override.partition("=")
-    if not eq or not key.strip():
-        raise ValueError(f"override {override!r} must look like section.key=value")
+    """Apply ``key.sub=value`` to nested settings; a number in the path indexes a list
+    (``games.0.id=Nim-v0``). The value is read as YAML (``[random, minimax]`` is a list)."""
+    key, eq, text = override.partition("=")
     parts = key.strip().split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"override {override!r}: {part} is not a section")
-    node[parts[-1]] = _parse_scalar(value.strip())
+    if not eq or not all(part.strip() for part in parts):
+        raise ConfigError(f"override {override!r}: must look like section.key=value")
+    value = _parse_value(text.strip())
+    node: Any = data
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[: depth + 1])
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) > len(node):
+                raise ConfigError(f"{where}: no item {part} in a list of {len(node)}")
+            if int(part) == len(node):
+                node.append({})
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"{'.'.join(parts[:depth])}: is a single value, not a section")
 
 
-def read_file(path: str | Path) -> dict[str, Any]:
-    """Settings from a YAML (.yaml/.yml) or TOML (.toml) file."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".toml":
-        return tomllib.loads(text)
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
+_INNER_KEY = re.compile(r"^([a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*): (.*)$", re.DOTALL)
 
-        loaded = yaml.safe_load(text) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: the top level must be a mapping of settings")
-        return loaded
-    raise ValueError(f"{path}: config files must be .yaml, .yml or .toml")
+
+def _key(location: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in location) or "config"
+
+
+def _problems(error: ValidationError) -> list[str]:
+    lines = []
+    for problem in error.errors():
+        key = _key(tuple(problem["loc"]))
+        message = problem["msg"].removeprefix("Value error, ")
+        inner = _INNER_KEY.match(message)  # a validator's "field: why" names a deeper key
+        if inner and problem["type"] == "value_error":
+            key = inner[1] if key == "config" else f"{key}.{inner[1]}"
+            message = inner[2]
+        if problem["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            message = "unknown setting"
+            if key in RENAMED:
+                message += f" (now {RENAMED[key]})"
+        elif problem["type"] in ("model_type", "dataclass_type", "model_attributes_type", "dataclass_args_type"):
+            message = f"expected a table of settings, got {problem['input']!r}"
+        elif "input" in problem and problem["type"] not in ("value_error", "assertion_error"):
+            message += f", got {problem['input']!r}"
+        lines.append(f"{key}: {message}")
+    return lines
+
+
+def build_config(data: dict[str, Any]) -> TrainConfig:
+    """Validate plain settings into a :class:`TrainConfig`, or raise :class:`ConfigError`."""
+    try:
+        text = json.dumps(data)
+    except (TypeError, ValueError) as error:  # e.g. a YAML date: not a setting's type
+        raise ConfigError(f"config: not plain data: {error}") from None
+    try:
+        return TrainConfig.model_validate_json(text)
+    except ValidationError as error:
+        raise ConfigError("\n".join(_problems(error))) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Defaults, then the file's settings, then ``overrides``; validated."""
-    data = read_file(path) if path else {}
+    data = _merge(TrainConfig().to_dict(), read_file(path)) if path else TrainConfig().to_dict()
     for override in overrides or []:
         apply_override(data, override)
-    return _build(TrainConfig, data).validate()
-
-
-def to_dict(config: TrainConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    return build_config(data)

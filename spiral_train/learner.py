@@ -8,6 +8,7 @@ micro-batches. The loss core is :func:`spiral_train.loss.policy_loss`.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,25 +16,54 @@ from typing import Any
 
 import torch
 
-from spiral_train.loss import LossConfig, policy_loss
+from spiral_train.loss import LossConfig, check_range, policy_loss
 
 
 @dataclass(frozen=True)
-class LearnerConfig:
+class LearnerConfig(LossConfig):
+    """The optimizer's and the loss's settings (the ``learner`` section of a training config)."""
+
     learning_rate: float = 1e-6
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
+    """Optimizer steps over which the learning rate rises linearly to its value."""
     epochs: int = 2
     minibatches: int = 1
     """Optimizer steps per epoch (the batch is split into this many mini-batches)."""
-    micro_batch_size: int = 8
+    micro_batch_size: int = 4
     """Sequences per forward/backward pass (gradient accumulation over the mini-batch)."""
     max_grad_norm: float = 1.0
+    max_nonfinite_steps: int = 3
+    """Optimizer steps in a row with a non-finite loss or gradient norm (each one skipped) that
+    stop the run."""
     bf16: bool = True
     """bfloat16 autocast where the device supports it (CUDA); CPU runs float32."""
-    gradient_checkpointing: bool = False
-    loss: LossConfig = LossConfig()
+    gradient_checkpointing: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("learning_rate", self.learning_rate, self.learning_rate > 0, "must be positive")
+        check_range("weight_decay", self.weight_decay, self.weight_decay >= 0, "must be >= 0")
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must be two numbers, got {self.betas!r}")
+        for beta in self.betas:
+            check_range("betas", beta, 0 <= beta < 1, "must lie in [0, 1)")
+        check_range("max_grad_norm", self.max_grad_norm, self.max_grad_norm > 0, "must be positive")
+        for name in ("warmup_steps", "epochs", "minibatches", "micro_batch_size", "max_nonfinite_steps"):
+            value = getattr(self, name)
+            low = 0 if name == "warmup_steps" else 1
+            check_range(name, value, isinstance(value, int) and value >= low, f"must be an integer >= {low}")
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced NaN or infinity where the run cannot go on."""
+
+
+def nonfinite_parameters(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters and buffers of ``model`` that hold NaN or infinity."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 @dataclass
@@ -132,13 +162,32 @@ class Learner:
         self.optimizer = torch.optim.AdamW(
             params, lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay
         )
-        warmup = max(config.warmup_steps, 0)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
-        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.generator = torch.Generator().manual_seed(seed)
+        self.nonfinite_streak = 0
+        """Optimizer steps skipped in a row for a non-finite loss or gradient norm."""
         if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable()
+
+    def _lr_factor(self, step: int) -> float:
+        warmup = self.config.warmup_steps
+        return min(1.0, (step + 1) / warmup) if warmup else 1.0
+
+    def apply_config(self, config: LearnerConfig) -> None:
+        """Use ``config``'s optimizer settings from now on, after restoring a checkpoint's
+        optimizer and scheduler state (which carry the settings they were saved with): the
+        learning rate follows ``config``'s schedule at the restored step."""
+        self.config = config
+        self.scheduler.base_lrs = [config.learning_rate] * len(self.optimizer.param_groups)
+        factor = self._lr_factor(self.scheduler.last_epoch)
+        for group in self.optimizer.param_groups:
+            group.update(
+                lr=config.learning_rate * factor,
+                initial_lr=config.learning_rate,
+                betas=config.betas,
+                weight_decay=config.weight_decay,
+            )
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.config.bf16 and self.device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -173,7 +222,7 @@ class Learner:
         ref = self._logprobs_of(self.reference, batch) if self.reference is not None else None
         self.model.train()
         totals = {"loss": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0, "kl": 0.0}
-        steps = 0
+        steps = skipped = 0
         for epoch in range(cfg.epochs):
             order = torch.randperm(len(batch), generator=self.generator)
             for chunk in order.chunk(max(1, min(cfg.minibatches, len(batch)))):
@@ -190,7 +239,7 @@ class Learner:
                         old[micro_index].to(self.device),
                         micro.advantages,
                         micro.mask,
-                        cfg.loss,
+                        cfg,
                         sampler_logprobs=micro.sampler_logprobs,
                         ref_logprobs=None if ref is None else ref[micro_index].to(self.device),
                     )
@@ -201,9 +250,14 @@ class Learner:
                     kl_sum += stats.get("kl", 0.0) * n_tokens
                     tokens += n_tokens
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                self.scheduler.step()
                 steps += 1
+                if not (math.isfinite(minibatch_loss) and bool(torch.isfinite(grad_norm))):
+                    self._skip_step(minibatch_loss, float(grad_norm))
+                    skipped += 1
+                else:
+                    self.nonfinite_streak = 0
+                    self.optimizer.step()
+                    self.scheduler.step()
                 totals["loss"] += minibatch_loss
                 totals["clip_fraction"] += clip_sum / max(tokens, 1.0)
                 totals["kl"] += kl_sum / max(tokens, 1.0)
@@ -216,6 +270,18 @@ class Learner:
             learning_rate=self.scheduler.get_last_lr()[0],
             learner_seconds=seconds,
             learner_tokens_per_second=trained_tokens / seconds,  # tokens x epochs trained
-            optimizer_steps=steps,
+            optimizer_steps=steps - skipped,
+            skipped_steps=skipped,
         )
         return metrics
+
+    def _skip_step(self, loss: float, grad_norm: float) -> None:
+        """Drop this mini-batch's gradients; stop after too many non-finite steps in a row."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_streak += 1
+        if self.nonfinite_streak >= self.config.max_nonfinite_steps:
+            raise NonFiniteError(
+                f"{self.nonfinite_streak} optimizer steps in a row had a non-finite loss or "
+                f"gradient norm (last: loss={loss}, grad_norm={grad_norm}); each was skipped, "
+                "the weights are unchanged since the last good step"
+            )

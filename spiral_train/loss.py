@@ -14,6 +14,7 @@ and a KL penalty to a frozen reference (k3 estimator), off by default.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,20 @@ class LossConfig:
     importance_cap: float | None = None
     """Cap of the truncated importance weight toward sampling log-probs; None disables."""
     kl_coef: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_range("clip", self.clip, 0 < self.clip < 1, "must lie in (0, 1)")
+        check_range("normaliser", self.normaliser, self.normaliser > 0, "must be positive")
+        if self.importance_cap is not None:
+            cap = self.importance_cap
+            check_range("importance_cap", cap, cap > 0, "must be positive (or null to disable)")
+        check_range("kl_coef", self.kl_coef, self.kl_coef >= 0, "must be >= 0")
+
+
+def check_range(name: str, value: float, ok: bool, requirement: str) -> None:
+    """Raise ValueError ``name <requirement>, got value`` unless ``value`` is finite and ``ok``."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and ok):
+        raise ValueError(f"{name} {requirement}, got {value!r}")
 
 
 def policy_loss(

@@ -20,16 +20,21 @@ import torch
 from spiral_agents.arena import summarize
 from spiral_agents.llm import attention
 from spiral_agents.llm.agent import evaluate
-from spiral_agents.llm.backend import SamplingConfig
 from spiral_agents.llm.prompts import make_template
 from spiral_agents.llm.rollout import LLMPolicy, Matchup, RolloutEngine, TurnSample
 from spiral_agents.llm.vllm_server import WeightSyncError
-from spiral_train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
-from spiral_train.config import TrainConfig, to_dict
-from spiral_train.learner import Learner, LearnerConfig
-from spiral_train.loss import LossConfig
+from spiral_train.checkpoint import (
+    CheckpointError,
+    TrainerState,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from spiral_train.config import TrainConfig
+from spiral_train.learner import Learner, NonFiniteError, nonfinite_parameters
 from spiral_train.metrics import MetricsLogger
 from spiral_train.rae import RoleBaselines
+from spiral_train.run_folder import RunStart, plan_start
 from spiral_train.scoring import ModelKuhnScorer
 from spiral_train.warm_start import warm_start
 
@@ -90,7 +95,7 @@ class Trainer:
     """Self-play training of one policy over a weighted mix of games."""
 
     def __init__(self, config: TrainConfig) -> None:
-        self.config = config.validate()
+        self.config = config
         seed_everything(config.seed)
         if config.build_tiny_model:
             from spiral_agents.llm.tiny import ensure_tiny_qwen3
@@ -99,41 +104,20 @@ class Trainer:
         self.output = Path(config.output_dir)
         self.model, self.tokenizer = load_model(config)
         self.backend = self._generator()
-        s = config.sampling
-        self.policy = LLMPolicy(
-            self.backend,
-            make_template(config.model.template, config.model.path),
-            SamplingConfig(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_tokens=s.max_tokens),
-            name="policy",
-        )
-        invalid = {
-            "retries": config.rewards.invalid_retries,
-            "offender_reward": config.rewards.invalid_offender,
-            "opponent_reward": config.rewards.invalid_opponent,
-        }
+        template = make_template(config.model.template, config.model.path)
+        self.policy = LLMPolicy(self.backend, template, config.sampling, name="policy")
         self.matchups = []
         for game in config.games:
-            env_kwargs = {"invalid_move": invalid, **game.env_kwargs}
+            env_kwargs: dict[str, Any] = {"invalid_move": config.rewards.invalid_move}
             if config.rewards.max_turns is not None:
-                env_kwargs.setdefault("max_turns", config.rewards.max_turns)
+                env_kwargs["max_turns"] = config.rewards.max_turns
+            env_kwargs.update(game.env_kwargs)
             self.matchups.append(Matchup(game.id, (self.policy, self.policy), game.weight, env_kwargs))
-        lc = config.learner
         self.learner = Learner(
             self.model,
-            LearnerConfig(
-                learning_rate=lc.learning_rate,
-                weight_decay=lc.weight_decay,
-                warmup_steps=lc.warmup_steps,
-                epochs=lc.epochs,
-                minibatches=lc.minibatches,
-                micro_batch_size=lc.micro_batch_size,
-                max_grad_norm=lc.max_grad_norm,
-                bf16=lc.bf16,
-                gradient_checkpointing=lc.gradient_checkpointing,
-                loss=LossConfig(lc.clip, lc.normaliser, lc.importance_cap, lc.kl_coef),
-            ),
+            config.learner,
             pad_id=self.tokenizer.pad_token_id,
-            reference=self._reference() if lc.kl_coef else None,
+            reference=self._reference() if config.learner.kl_coef else None,
             seed=config.seed,
         )
         self.baselines = RoleBaselines(config.rae.alpha, config.rae.update_first)
@@ -158,6 +142,7 @@ class Trainer:
                 concurrency=self.config.concurrency,
                 timeout=g.request_timeout,
                 reload_timeout=g.request_timeout,
+                vocab_size=self.model.get_input_embeddings().weight.shape[0],
             )
         from spiral_agents.llm.vllm_backend import VLLMBackend
 
@@ -171,6 +156,7 @@ class Trainer:
 
     def _sync_weights(self) -> None:
         """Give the generator the learner's weights (the transformers backend shares them)."""
+        self._check_weights()
         if self.config.generator.backend != "transformers":
             self.backend.update_weights(merged_state_dict(self.model))
 
@@ -280,29 +266,76 @@ class Trainer:
         return metrics
 
     # --- checkpoints -------------------------------------------------------------------------
-    def save(self) -> Path:
-        state = TrainerState(self.step_index, self.samples_seen, self.games_seen, self.baselines.state_dict(), to_dict(self.config))
-        return save_checkpoint(self.output / "checkpoints", state, self.model, self.learner.optimizer, self.learner.scheduler, self.learner.generator)
+    def _check_weights(self) -> None:
+        """Non-finite weights are never checkpointed or sent to a generator."""
+        bad = nonfinite_parameters(self.model)
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise NonFiniteError(
+                f"after step {self.step_index} the weights hold NaN or infinity ({shown}); they "
+                f"were not saved or sent to the generator (checkpoints: {self.output / 'checkpoints'})"
+            )
 
-    def resume(self) -> bool:
-        """Continue from the latest checkpoint in the output folder, if there is one."""
-        path = latest_checkpoint(self.output / "checkpoints")
-        if path is None:
-            return False
-        state = load_checkpoint(path, self.model, self.learner.optimizer, self.learner.scheduler, self.learner.generator)
+    def save(self) -> Path:
+        """Checkpoint this step, then delete checkpoints beyond ``checkpoint.keep_last``."""
+        self._check_weights()
+        state = TrainerState(
+            self.step_index, self.samples_seen, self.games_seen, self.baselines.state_dict(), self.config.to_dict()
+        )
+        root = self.output / "checkpoints"
+        learner = self.learner
+        path = save_checkpoint(root, state, self.model, learner.optimizer, learner.scheduler, learner.generator)
+        prune_checkpoints(root, self.config.checkpoint.keep_last)
+        return path
+
+    def resume(self, path: Path, hashes: bool = True) -> None:
+        """Continue from the checkpoint at ``path`` with this run's settings (a changed
+        learning rate, schedule or RAE setting takes effect from here)."""
+        learner = self.learner
+        state = load_checkpoint(path, self.model, learner.optimizer, learner.scheduler, learner.generator, hashes)
+        try:
+            self.baselines.load_state_dict(state.baselines)
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{path / 'state.json'}: unreadable RAE baselines ({error!r})") from None
+        self.baselines.alpha, self.baselines.update_first = self.config.rae.alpha, self.config.rae.update_first
         self.step_index, self.samples_seen, self.games_seen = state.step, state.samples, state.games
-        self.baselines.load_state_dict(state.baselines)
+        learner.apply_config(self.config.learner)
         self._sync_weights()
-        return True
 
     # --- the whole run ----------------------------------------------------------------------
-    def train(self, resume: bool = False, progress: bool = True) -> list[dict[str, float]]:
-        """Warm start (fresh runs), then self-play steps with evaluation and checkpoints."""
+    def train(
+        self,
+        resume: bool = False,
+        progress: bool = True,
+        *,
+        resume_from: str | None = None,
+        overwrite: bool = False,
+        start: RunStart | None = None,
+        log: Any = print,
+    ) -> list[dict[str, float]]:
+        """Warm start (fresh runs), then self-play steps with evaluation and checkpoints.
+
+        ``start`` is where the run begins (:func:`spiral_train.run_folder.plan_start`, from
+        ``resume``, ``resume_from`` and ``overwrite`` when not given); ``log`` gets the
+        "starting fresh" / "resumed from step N" line and the changed settings.
+        """
         from tqdm.auto import tqdm
 
         config = self.config
-        resumed = resume and self.resume()
-        logger = MetricsLogger(self.output, tensorboard=config.tensorboard, wandb_project=config.wandb_project, config=to_dict(config))
+        start = start or plan_start(config, resume, resume_from, overwrite)
+        log(start.message)
+        for change in start.changes:
+            log(f"  changed since the checkpoint: {change}")
+        resumed = start.checkpoint is not None
+        if resumed:
+            self.resume(start.checkpoint, hashes=False)  # plan_start verified it
+        logger = MetricsLogger(
+            self.output,
+            tensorboard=config.tensorboard,
+            wandb_project=config.wandb_project,
+            config=config.to_dict(),
+            resume_step=self.step_index if resumed else None,
+        )
         history: list[dict[str, float]] = []
         try:
             if not resumed and config.warm_start.steps:
@@ -328,7 +361,7 @@ class Trainer:
                     metrics.update(self.evaluate())
                 logger.log(self.step_index, metrics)
                 history.append({"step": self.step_index, **metrics})
-                if self.step_index % config.checkpoint_every == 0 or self.step_index == config.steps:
+                if self.step_index % config.checkpoint.every == 0 or self.step_index == config.steps:
                     self.save()
                 bar.update(1)
                 bar.set_postfix(_postfix(metrics))
