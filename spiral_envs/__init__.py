@@ -8,7 +8,7 @@ Importing this package registers every game under ``spiral/<id>``::
     env = gymnasium.make("spiral/TicTacToe-v0", seat="random")
 """
 
-from spiral_envs.aec import AGENTS, InvalidMovePolicy, SpiralAECEnv
+from spiral_envs.aec import AGENTS, InvalidMovePolicy, SpiralAECEnv, SpiralParallelEnv
 from spiral_envs.core import Game, GameState, Invalid, MessageLog, Parsed
 from spiral_envs.games.connect_four import ConnectFour
 from spiral_envs.games.kuhn_poker import KuhnPoker
@@ -49,6 +49,7 @@ __all__ = [
     "Parsed",
     "SingleAgentEnv",
     "SpiralAECEnv",
+    "SpiralParallelEnv",
     "env",
     "make_game",
     "parallel_env",

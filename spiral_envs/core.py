@@ -24,15 +24,29 @@ import numpy as np
 NUM_PLAYERS = 2
 MAX_MESSAGE_CHARS = 2000
 """Relayed free text longer than this is cut (and marked as cut)."""
+QUOTE_CHARS = 40
+"""Player text quoted in the reason for an invalid move is cut to this many characters."""
 
 _BRACKETED = re.compile(r"\[([^\[\]]*)\]")
-# Characters that could make relayed text look like something else: C0/C1 controls,
-# bidirectional overrides and zero-width marks. Line breaks are handled by ``str.split``.
-_INVISIBLE = {c: " " for c in (*range(0x00, 0x20), *range(0x7F, 0xA0))}
-_INVISIBLE.update(
-    {c: None for c in (0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x2060, 0xFEFF)}
-)
-_INVISIBLE.update({c: None for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))})
+# Characters that could make untrusted text look like something else: every character of the
+# Unicode categories Cc (controls), Cf (format: bidirectional overrides and isolates,
+# zero-width marks, invisible tag characters), Cs (lone surrogates, which cannot be encoded)
+# and Zl/Zp (line and paragraph separators), plus the unassigned code points among them. They
+# are listed as ranges because deriving them from unicodedata at import takes 0.15 s;
+# tests/test_text_folding.py checks the list against the running Python's Unicode database.
+# Controls and separators become spaces, the rest is dropped.
+_HIDDEN_RANGES = (
+    (0x0000, 0x001F), (0x007F, 0x009F), (0x00AD, 0x00AD), (0x0600, 0x0605), (0x061C, 0x061C),
+    (0x06DD, 0x06DD), (0x070F, 0x070F), (0x0890, 0x0891), (0x08E2, 0x08E2), (0x180E, 0x180E),
+    (0x200B, 0x200F), (0x2028, 0x202E), (0x2060, 0x206F), (0xD800, 0xDFFF), (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB), (0x110BD, 0x110BD), (0x110CD, 0x110CD), (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE007F),
+)  # fmt: skip
+_HIDDEN: dict[int, str | None] = {
+    code: " " if code < 0xA0 or code in (0x2028, 0x2029) else None
+    for low, high in _HIDDEN_RANGES
+    for code in range(low, high + 1)
+}
 
 
 def bracketed(text: str) -> Iterator[re.Match[str]]:
@@ -40,18 +54,26 @@ def bracketed(text: str) -> Iterator[re.Match[str]]:
     return _BRACKETED.finditer(text)
 
 
-def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """Make untrusted text safe to show on a single attributed line.
+def one_line(
+    text: str, limit: int = MAX_MESSAGE_CHARS, cut_mark: str = " [...message cut]"
+) -> str:
+    """Fold untrusted text so that it is safe to show inside a single line.
 
-    Every kind of line break and whitespace run becomes one space, control and invisible
-    formatting characters are dropped, and text over ``limit`` characters is cut.
+    Every player's text that reaches an observation, an info or a reason passes through here:
+    every kind of line break and whitespace run becomes one space, control, bidirectional and
+    invisible formatting characters are dropped, and text over ``limit`` characters is cut and
+    ends with ``cut_mark``. Linear time; only the first ``4 * limit`` characters are read.
     """
     cut = len(text) > 4 * limit
-    text = " ".join(text[: 4 * limit].split()).translate(_INVISIBLE)
-    text = " ".join(text.split())
+    text = " ".join(text[: 4 * limit].translate(_HIDDEN).split())
     if cut or len(text) > limit:
-        text = text[:limit].rstrip() + " [...message cut]"
+        text = (text[:limit].rstrip() + cut_mark).lstrip()
     return text
+
+
+def quote(text: str) -> str:
+    """Player text folded by :func:`one_line` and cut to :data:`QUOTE_CHARS`, for a reason."""
+    return one_line(text, QUOTE_CHARS, "...")
 
 
 def win_returns(winner: int | None) -> tuple[float, float]:
@@ -68,7 +90,7 @@ class RandomSource:
     most games never draw chance, so an env's ``reset(seed=...)`` only records the seed.
     """
 
-    __slots__ = ("seed", "_generator")
+    __slots__ = ("_generator", "seed")
 
     def __init__(self, seed: int | None = None) -> None:
         self.seed = seed

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import gymnasium
 import numpy as np
 from gymnasium import spaces
+from gymnasium.error import ResetNeeded
 
 from spiral_envs.aec import AGENTS, InvalidMovePolicy, SpiralAECEnv
 from spiral_envs.core import Game
@@ -32,10 +33,12 @@ class SingleAgentEnv(gymnasium.Env):
 
     The reward is the learner's own: the sum of what it received since its last move,
     including the game's end on the opponent's move. ``action_masks()`` serves sb3-contrib's
-    MaskablePPO.
+    MaskablePPO. ``step`` or ``render`` before ``reset`` raise Gymnasium's ``ResetNeeded``, as
+    its ``OrderEnforcing`` wrapper does; ``step`` after the episode ended raises
+    ``RuntimeError``.
     """
 
-    metadata = {"render_modes": ["ansi", "human"]}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"]}
 
     def __init__(
         self,
@@ -113,6 +116,8 @@ class SingleAgentEnv(gymnasium.Env):
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         if self._done:
+            if self.aec.state is None:
+                raise ResetNeeded("Cannot call env.step() before calling env.reset()")
             raise RuntimeError("the episode is over: call reset() before step()")
         aec, learner = self.aec, self.learner
         aec.step(action)
@@ -134,4 +139,6 @@ class SingleAgentEnv(gymnasium.Env):
         return mask
 
     def render(self) -> str | None:
+        if self.aec.state is None:
+            raise ResetNeeded("Cannot call env.render() before calling env.reset()")
         return self.aec.render()

@@ -8,9 +8,8 @@ from typing import Any
 
 import gymnasium
 import pettingzoo
-from pettingzoo.utils.conversions import aec_to_parallel
 
-from spiral_envs.aec import InvalidMovePolicy, SpiralAECEnv
+from spiral_envs.aec import InvalidMovePolicy, SpiralAECEnv, SpiralParallelEnv
 from spiral_envs.core import Game
 
 NAMESPACE = "spiral"
@@ -53,7 +52,7 @@ def parallel_env(game_id: str, **kwargs: Any) -> pettingzoo.ParallelEnv:
     aec_env = env(game_id, **kwargs)
     if not aec_env.game.simultaneous:
         raise ValueError(f"{game_id} is turn-based; use the AEC env")
-    return aec_to_parallel(aec_env)
+    return SpiralParallelEnv(aec_env)
 
 
 def register_game(game: type[Game]) -> type[Game]:

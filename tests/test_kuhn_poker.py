@@ -111,7 +111,7 @@ def test_equal_chips_is_a_draw() -> None:
 def test_legal_moves_follow_the_betting_tree() -> None:
     env = spiral_envs.env("KuhnPoker-v1", rounds=1)
     env.reset(seed=0)
-    mask = lambda: env.observe(env.agent_selection)["action_mask"].tolist()  # noqa: E731
+    mask = lambda: env.observe(env.agent_selection)["action_mask"].tolist()
     assert mask() == [1, 1, 0, 0]
     env.step("[check]")
     assert mask() == [1, 1, 0, 0]

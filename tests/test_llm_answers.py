@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import time
+from typing import Self
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import spiral_envs
-from spiral_agents.llm.answers import extract_answer, last_boxed, strip_reasoning, to_action
+from spiral_agents.llm.answers import (
+    WRAPPERS,
+    extract_answer,
+    last_boxed,
+    plain_answer,
+    strip_reasoning,
+    to_action,
+)
 from spiral_agents.llm.prompts import (
     BaseModelTemplate,
     ChatTemplate,
@@ -34,6 +41,18 @@ from spiral_agents.llm.prompts import (
         ("<think>I think [3] is good</think>\nSo I play [4] now", "[4]"),
         ("reasoning... </think> \\boxed{call}", "[call]"),
         ("\\boxed{1} then an unbalanced \\boxed{2", "[1]"),
+        ("\\boxed{\\boxed{4}}", "[4]"),
+        ("\\boxed{\\text{4}}", "[4]"),
+        ("\\boxed{\\textbf{bet}}", "[bet]"),
+        ("\\boxed{\\mathbf{[call]}}", "[call]"),
+        ("$\\boxed{\\mathrm{fold}}$.", "[fold]"),
+        ("\\boxed {\\text {Bid: 3, 4}}", "[Bid: 3, 4]"),
+        ("\\boxed{Bid: \\textbf{3}, \\textbf{4}}", "[Bid: 3, 4]"),
+        ("\\boxed{\\text{Bid:}\\ 3,\\,4}", "[Bid: 3, 4]"),
+        ("\\\\boxed{2}", "[2]"),  # the backslash doubled, as in escaped output
+        ("\\boxed{\\text{[Offer: 3 Wood \\rightarrow 2 Gold]}}", "[Offer: 3 Wood -> 2 Gold]"),
+        ("\\boxed{\\{1, 2\\}}", "[\\{1, 2\\}]"),  # escaped braces are text
+        ("\\boxed{4\\} no \\boxed{5}", "[5]"),
     ],
 )
 def test_extracts_the_final_answer(response: str, action: str) -> None:
@@ -72,8 +91,13 @@ def test_invalid_answer_reaches_the_env_with_its_reason() -> None:
     assert "cut off" in env.infos["player_0"]["reason"] and env.infos["player_0"]["invalid_move"]
 
 
+ADVERSARIAL_PIECES = st.sampled_from(
+    ["\\", "\\boxed", "\\text", "{", "}", "[", "]", "<think>", "</think>", "$", " ", "\n", "4"]
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.sampled_from(list("\\boxed{}[]<think>/ 4ab\n")), max_size=200))
+@given(st.lists(ADVERSARIAL_PIECES | st.text(max_size=3), max_size=80).map("".join))
 def test_adversarial_output_never_raises(response: str) -> None:
     answer = extract_answer(response)
     assert (answer.action is None) != (answer.reason is None)
@@ -84,21 +108,114 @@ def test_adversarial_output_never_raises(response: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=300), st.text(max_size=50))
 def test_box_content_round_trips(prefix: str, content: str) -> None:
-    if "{" in content or "}" in content or "\\boxed" in prefix or "think>" in prefix + content:
+    if any(c in content for c in "{}\\") or "\\boxed" in prefix or "think>" in prefix + content:
         return
     if prefix.count("{") != prefix.count("}"):
         return
     assert last_boxed(f"{prefix}\\boxed{{{content}}}") == content
 
 
-@pytest.mark.parametrize(
-    "size_text",
-    ["\\boxed{" * 200_000, "{" * 500_000 + "}" * 500_000, "[" * 1_000_000, "<think>" * 100_000],
+latex = st.recursive(
+    st.sampled_from(["4", " ", "x^2", "\\frac", "\\{", "\\}", "\\\\", "\\,", "\\to", "[", "]"]),
+    lambda inner: st.builds(
+        lambda command, parts: f"{command}{{{''.join(parts)}}}",
+        st.sampled_from(["", "\\text", "\\boxed", "\\frac", "\\mathrm "]),
+        st.lists(inner, max_size=3),
+    ),
+    max_leaves=12,
 )
-def test_huge_outputs_are_linear_time(size_text: str) -> None:
-    start = time.perf_counter()
-    extract_answer(size_text)
-    assert time.perf_counter() - start < 1.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(latex, max_size=4).map("".join))
+def test_last_boxed_gives_the_latex_as_written(content: str) -> None:
+    """The reasoning graders read ``last_boxed``: it keeps the LaTeX, nested boxes included."""
+    assert last_boxed(f"So \\boxed{{{content}}} it is.") == content
+
+
+def test_plain_answer_keeps_what_it_cannot_read() -> None:
+    assert plain_answer("\\text{4") == "\\text{4"  # an unclosed wrapper stays as written
+    assert plain_answer("\\\\, \\frac{1}{2} \\\\{") == "\\\\, \\frac{1}{2} \\\\{"
+
+
+wrapper_names = st.sampled_from(sorted(WRAPPERS))
+gap = st.sampled_from(["", " ", "\n"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    answer=st.sampled_from(["4", "bet", "[call]", "Bid: 3, 4", "[Offer: 2 Wood -> 1 Gold]"]),
+    wrappers=st.lists(st.tuples(wrapper_names, gap, gap), max_size=8),
+    prefix=st.text(alphabet=st.characters(exclude_characters="\\{}[]<>$"), max_size=40),
+)
+def test_any_nesting_of_wrappers_reads_as_the_answer(answer, wrappers, prefix) -> None:
+    text = answer
+    for name, before_brace, inside in wrappers:
+        text = f"\\{name}{before_brace}{{{inside}{text}{inside}}}"
+    expected = answer if "[" in answer else f"[{answer}]"
+    assert extract_answer(f"{prefix} \\boxed{{{text}}}").action == expected
+
+
+def test_the_whole_boxed_answer_is_read() -> None:
+    env = spiral_envs.env("SimpleNegotiation-v1")
+    env.reset(seed=0)
+    talk = "Let me explain my reasoning at length. " * 100  # 3,900 characters
+    env.step(extract_answer(f"\\boxed{{{talk}[Offer: 2 Wood -> 1 Gold]}}").action)
+    assert env.state.standing is not None  # an offer, not chat
+    offer = "[Game] Player 0 offers 2 Wood in exchange for 1 Gold."
+    assert offer in env.observe("player_1")["text"]
+
+
+# name: (the output at about n characters, the action it gives)
+ADVERSARIAL_OUTPUTS = {
+    "nested boxes": (lambda n: "\\boxed{" * (n // 8) + "4" + "}" * (n // 8), "[4]"),
+    "nested wrappers": (lambda n: "\\boxed{" + "\\text{" * (n // 7) + "4" + "}" * (n // 7 + 1), "[4]"),
+    "unclosed boxes": (lambda n: "\\boxed{" * (n // 7), None),
+    "unclosed wrappers": (lambda n: "\\text{" * (n // 6) + "\\boxed{4}", "[4]"),
+    "many boxes": (lambda n: "\\boxed{1} " * (n // 11) + "\\boxed{4}", "[4]"),
+    "unbalanced braces": (lambda n: "{" * (n // 2) + "\\boxed{4}" + "}" * (n // 2), "[4]"),
+    "closing braces": (lambda n: "}" * n + "\\boxed{4}", "[4]"),
+    "backslashes": (lambda n: "\\" * n + "boxed{4}", "[4]"),
+    "escaped braces": (lambda n: "\\{" * (n // 2) + "\\boxed{4}", "[4]"),
+    "spaces after boxed": (lambda n: ("\\boxed" + " " * 999) * (n // 1005) + "\\boxed{4}", "[4]"),
+    "latex spaces": (lambda n: "\\boxed{" + "\\," * (n // 2) + "4}", "[4]"),
+    "brackets": (lambda n: "[" * n, None),
+    "think tags": (lambda n: "<think>" * (n // 7), None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL_OUTPUTS))
+def test_megabyte_outputs_complete(name: str) -> None:
+    build, action = ADVERSARIAL_OUTPUTS[name]
+    answer = extract_answer(build(1_000_000))
+    assert answer.action == action and (answer.reason is None) == (action is not None)
+
+
+class CountingStr(str):
+    """A str that adds the length of every slice taken from it (or from its slices) to a
+    shared counter: the characters the extractor copies, whatever it does with them."""
+
+    def __new__(cls, text: str, copied: list[int]) -> Self:
+        self = super().__new__(cls, text)
+        self.copied = copied
+        return self
+
+    def __getitem__(self, key):  # type: ignore[override]
+        piece = super().__getitem__(key)
+        self.copied[0] += len(piece)
+        return CountingStr(piece, self.copied)
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL_OUTPUTS))
+def test_extraction_copies_each_character_at_most_three_times(name: str) -> None:
+    """Linear work on any input, counted: the text after the reasoning, the box's content and
+    the plain answer are each copied once (the regex passes copy nothing of size)."""
+    build, action = ADVERSARIAL_OUTPUTS[name]
+    text = build(100_000)
+    copied = [0]
+    answer = extract_answer(CountingStr("<think>x</think>" + text, copied))
+    assert answer.action == action
+    assert len(text) <= copied[0] <= 3 * len(text)
 
 
 def test_injection_text_stays_on_the_attributed_line() -> None:

@@ -332,7 +332,7 @@ def test_parallel_env_plays_both_agents_each_cycle() -> None:
             assert "Your legal moves" in obs["text"]
         state = env.unwrapped.state
         actions = {a: int(rng.integers(4)) for a in env.agents}
-        observations, rewards, terminations, truncations, _ = env.step(actions)
+        observations, rewards, terminations, _, _ = env.step(actions)
         cycles += 1
         assert state.rounds == cycles
         for agent, reward in rewards.items():

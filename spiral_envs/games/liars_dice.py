@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, win_returns
+from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, quote, win_returns
 
 FACES = 6
 _BID = re.compile(r"bid ?:? ?([0-9]+)(?: ?, ?| )([0-9]+)")
@@ -146,7 +146,7 @@ class LiarsDiceState(GameState):
             bid = _BID.fullmatch(inner)
             if bid is None:
                 unreadable = unreadable or (
-                    f"could not read the bid [{match[1][:40]}]; write it as "
+                    f"could not read the bid [{quote(match[1])}]; write it as "
                     "[Bid: quantity, face], e.g. [Bid: 3, 4]"
                 )
                 continue

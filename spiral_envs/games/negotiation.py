@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed
+from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, quote
 
 ACCEPT, DENY, CHAT = "accept", "deny", "chat"
 _ITEM = re.compile(r"(\d{1,6})\s*([a-z]+)")
@@ -170,7 +170,7 @@ class NegotiationState(GameState):
                 index = self._resource(match[2]) if match else None
                 if index is None:
                     names = ", ".join(self.game.resources)
-                    return Invalid(f"could not read {item[:40]!r}; write e.g. '3 Wood' ({names})")
+                    return Invalid(f"could not read '{quote(item)}'; write e.g. '3 Wood' ({names})")
                 if total[index]:
                     return Invalid(f"{self.game.resources[index]} appears twice on one side")
                 total[index] = int(match[1])

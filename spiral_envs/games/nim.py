@@ -62,13 +62,14 @@ class Nim(Game):
     max_turns = _TURNS_PER_OBJECT * 12
 
     def __init__(self, piles: Sequence[int] = (3, 4, 5)) -> None:
+        # Every bad variant raises ValueError, whatever is wrong with it.
         if isinstance(piles, (str, bytes)) or not isinstance(piles, Sequence):
-            raise ValueError(f"piles must be a sequence of ints, got {piles!r}")
+            raise ValueError(f"piles must be a sequence of ints, got {piles!r}")  # noqa: TRY004
         if not 1 <= len(piles) <= MAX_PILES:
             raise ValueError(f"piles must hold 1 to {MAX_PILES} piles, got {len(piles)}")
         for size in piles:
             if not isinstance(size, int) or isinstance(size, bool):
-                raise ValueError(f"pile sizes must be ints, got {size!r}")
+                raise ValueError(f"pile sizes must be ints, got {size!r}")  # noqa: TRY004
             if not 0 <= size <= MAX_PILE_SIZE:
                 raise ValueError(f"pile sizes must be 0 to {MAX_PILE_SIZE}, got {size}")
         if not any(piles):

@@ -72,8 +72,8 @@ def parse_facts(text: str, source: str) -> tuple[FactPair, ...]:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise ValueError(f"{where}: not valid JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise ValueError(
+        if not isinstance(record, dict):  # bad input files raise ValueError, as documented
+            raise ValueError(  # noqa: TRY004
                 f'{where}: expected a JSON object like {{"true": "...", "false": "..."}}'
             )
         missing = [key for key in ("true", "false") if key not in record]
@@ -96,7 +96,7 @@ def parse_facts(text: str, source: str) -> tuple[FactPair, ...]:
 def load_facts(path: str | os.PathLike[str]) -> tuple[FactPair, ...]:
     """Fact pairs from a user's JSONL file (see :func:`parse_facts`)."""
     if not isinstance(path, (str, os.PathLike)):
-        raise ValueError(f"facts_path must be a path, got {path!r}")
+        raise ValueError(f"facts_path must be a path, got {path!r}")  # noqa: TRY004
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -163,7 +163,7 @@ class TruthAndDeception(Game):
 
     def random_text_move(self, observation: dict[str, Any], rng: np.random.Generator) -> str:
         obs = observation["observation"]
-        player = int(round(float(obs[1])))
+        player = round(float(obs[1]))
         final = player == GUESSER and round(float(obs[0]) * self.turns) == self.turns - 1
         if final:
             return f"[Fact {1 + int(rng.integers(2))}]"
