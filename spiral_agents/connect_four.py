@@ -8,7 +8,7 @@ layout of John Tromp's and Pascal Pons's solvers). Any ``rows`` x ``columns`` va
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class Geometry:
     shifts: tuple[int, ...]  # bit distance between neighbours: vertical, horizontal, diagonals
 
 
-@lru_cache(maxsize=None)
+@cache
 def geometry(rows: int, columns: int) -> Geometry:
     """The masks of a ``rows`` x ``columns`` board (built once per size)."""
     stride = rows + 1

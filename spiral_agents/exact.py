@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ def _terminal_payoff(opener_card: int, other_card: int, history: tuple[int, ...]
     }.get(history)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _seed_for_deal(deal: tuple[int, int]) -> int:
     """A reset seed whose deal (to player 0, player 1) is ``deal``."""
     env = spiral_envs.env("KuhnPoker-v1", rounds=1, first_opener=0)
@@ -102,7 +102,7 @@ def kuhn_nash_conv(policy: Policy) -> float:
     gains = 0.0
     for opener in (True, False):
         best = max(
-            _opener_value(lambda i, s=strategy: s[i] if i[0] == opener else policy[i])
+            _opener_value(lambda i, s=strategy, o=opener: s[i] if i[0] == o else policy[i])
             * (1 if opener else -1)
             for strategy in _pure_strategies(opener)
         )

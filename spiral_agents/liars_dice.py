@@ -7,7 +7,7 @@ opponent's ``n`` unseen dice (no face is wild).
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from math import comb
 
 import numpy as np
@@ -18,7 +18,7 @@ from spiral_envs.games.liars_dice import FACES, LiarsDice, bid_index, bid_of
 TIE_BREAKS = ("lowest", "random")
 
 
-@lru_cache(maxsize=None)
+@cache
 def at_least(unseen: int, needed: int) -> float:
     """``P(X >= needed)`` for ``X ~ Binomial(unseen, 1/6)``."""
     if needed <= 0:
@@ -58,7 +58,7 @@ class LiarsDiceBidder:
         if game is not None and game.removeprefix("spiral/") != LiarsDice.id:
             raise ValueError(f"{type(self).__name__} plays {LiarsDice.id}, not {game}")
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-            raise ValueError(f"threshold must be a number in (0, 1], got {threshold!r}")
+            raise ValueError(f"threshold must be a number in (0, 1], got {threshold!r}")  # noqa: TRY004 - a bad option value
         if not 0 < threshold <= 1:
             raise ValueError(f"threshold must lie in (0, 1], got {threshold}")
         if tie_break not in TIE_BREAKS:

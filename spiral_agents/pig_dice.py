@@ -19,7 +19,7 @@ game wins with probability 0.5306.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import cast
 
 import numpy as np
@@ -188,7 +188,7 @@ def _turn_values(solution: PigSolution, i: int, j: int, turns_left: int) -> np.n
     return values
 
 
-@lru_cache(maxsize=None)
+@cache
 def solve(target: int, max_game_turns: int) -> PigSolution:
     """The optimal-play table for one variant, computed once per process."""
     return PigSolution(target, max_game_turns)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -17,7 +17,7 @@ def board_from_observation(observation: Observation) -> Board:
     return tuple(int(own) + 2 * int(opp) for own, opp in planes)
 
 
-@lru_cache(maxsize=None)
+@cache
 def position_value(board: Board) -> int:
     """Game value for the player to move: +1 win, 0 draw, -1 loss under perfect play."""
     if any(board[a] == board[b] == board[c] == 2 for a, b, c in _LINES):

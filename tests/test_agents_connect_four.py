@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -126,7 +126,7 @@ def drop(board: Board, column: int) -> Board:
     return tuple((0, 2, 1)[cell] for cell in cells)
 
 
-@lru_cache(maxsize=None)
+@cache
 def value(board: Board) -> int:
     """+1 / 0 / -1: the mover's result under perfect play (plain minimax, own rules)."""
     if any(all(board[i] == 2 for i in line) for line in LINES):

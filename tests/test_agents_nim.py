@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache, reduce
+from functools import cache, reduce
 from operator import xor
 
 import numpy as np
@@ -38,7 +38,7 @@ def test_wins_every_winnable_position_against_every_reply(
     object. The agent sees only the env's real observations."""
     agent = NimSumAgent(seed=0, piles=start if with_piles_option else None)
 
-    @lru_cache(maxsize=None)
+    @cache
     def agent_wins(position: Position) -> bool:
         env = env_at(start, position)
         observation = env.observe(env.agent_selection)

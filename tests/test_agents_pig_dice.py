@@ -11,7 +11,7 @@ import pytest
 import spiral_envs
 from spiral_agents import HoldAtAgent, PigOptimalAgent, RandomAgent, make_agent
 from spiral_agents.arena import play_game
-from spiral_agents.pig_dice import Position, PigSolution, read_position, solve
+from spiral_agents.pig_dice import PigSolution, Position, read_position, solve
 from spiral_envs.games.pig_dice import HOLD, ROLL
 
 
