@@ -13,6 +13,7 @@ action set or the text a player writes. Optional hooks, used when present:
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -48,7 +49,9 @@ def as_agent(agent: Any) -> Agent:
         return agent
     if callable(agent):
         return CallableAgent(agent)
-    raise TypeError(f"{agent!r} is not an agent: it needs act(observation) or to be callable")
+    raise TypeError(
+        f"{reprlib.repr(agent)} is not an agent: it needs act(observation) or to be callable"
+    )
 
 
 def reset_agent(agent: Any) -> None:

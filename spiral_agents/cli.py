@@ -13,18 +13,27 @@ import argparse
 import csv
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
 import spiral_envs
 from spiral_agents import AGENTS, make_agent
 from spiral_agents.arena import (
     bradley_terry,
     format_table,
-    read_records,
-    replay,
     run_tournament,
+    scan_records,
     summarize,
-    write_records,
 )
+from spiral_agents.records import (
+    RecordError,
+    RecordWriter,
+    check_output_path,
+    open_output,
+    printable,
+)
+from spiral_agents.replay import show_escaped, verify
+from spiral_agents.supervisor import WorkerError
 
 TABLE_COLUMNS = [
     "game", "agent", "opponent", "games", "wins", "draws", "losses", "win_rate",
@@ -32,19 +41,83 @@ TABLE_COLUMNS = [
 ]  # fmt: skip
 
 
+class CommandError(Exception):
+    """A problem with the command's input, reported on one line (exit status 2)."""
+
+
+def _number(kind: type, low: int, *, above: bool = False) -> Any:
+    """An argparse type: a ``kind`` number at least ``low`` (or ``above`` it)."""
+
+    noun = "an integer" if kind is int else "a number"
+    bound = f"above {low}" if above else f"at least {low}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
+        if not (value > low if above else value >= low):  # NaN fails both
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _env_kwargs(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise CommandError(f"--env-kwargs is not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise CommandError(f'--env-kwargs must be a JSON object, e.g. {{"rounds": 1}}, not {text}')
+    return value
+
+
+def _outputs(args: argparse.Namespace) -> dict[str, Path]:
+    """Check every output path before any game is played."""
+    given = {"--records": args.records, "--csv": args.csv, "--json": args.json}
+    outputs = {
+        option: check_output_path(path, overwrite=args.overwrite)
+        for option, path in given.items()
+        if path
+    }
+    seen: dict[Path, str] = {}
+    for option, path in outputs.items():
+        resolved = path.resolve()
+        if resolved in seen:
+            raise CommandError(f"{seen[resolved]} and {option} name the same file, {path}")
+        seen[resolved] = option
+    return outputs
+
+
 def _play(args: argparse.Namespace) -> int:
     games = sorted(spiral_envs.GAMES) if args.game == ["all"] else args.game
-    env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
-    records = run_tournament(
-        games,
-        args.agent,
-        args.games,
-        seed=args.seed,
-        workers=args.workers,
-        env_kwargs=env_kwargs,
-        move_timeout=args.move_timeout,
-        progress=not args.quiet,
-    )
+    env_kwargs = _env_kwargs(args.env_kwargs)
+    outputs = _outputs(args)
+    records_path = outputs.get("--records")
+    writer = RecordWriter(records_path, overwrite=args.overwrite) if records_path else None
+    try:
+        records = run_tournament(
+            games,
+            args.agent,
+            args.games,
+            seed=args.seed,
+            workers=args.workers,
+            env_kwargs=env_kwargs,
+            move_timeout=args.move_timeout,
+            progress=not args.quiet,
+            on_record=writer.write if writer else None,
+        )
+    except KeyboardInterrupt:
+        kept = f"; {writer.written} finished game(s) are in {writer.path}" if writer else ""
+        print(f"spiral-arena: interrupted{kept}", file=sys.stderr)
+        return 130
+    finally:
+        if writer is not None:
+            writer.close()
     rows = [result.row() for result in summarize(records)]
     print(format_table(rows, TABLE_COLUMNS))
     ratings = bradley_terry(records)
@@ -54,25 +127,43 @@ def _play(args: argparse.Namespace) -> int:
             print(f"  {rating:+8.1f}  {name}")
     errors = [r for r in records if r.error]
     if errors:
-        print(f"\n{len(errors)} game(s) ended by an agent failure, e.g.: {errors[0].error}")
-    if args.records:
-        write_records(records, args.records)
-    if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8") as out:
-            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
+        example = printable(errors[0].error or "")
+        print(f"\n{len(errors)} game(s) ended by an agent failure, e.g.: {example}")
+    if "--csv" in outputs:
+        with open_output(outputs["--csv"], overwrite=args.overwrite, newline="") as out:
+            writer_csv = csv.DictWriter(out, fieldnames=list(rows[0]))
+            writer_csv.writeheader()
+            writer_csv.writerows(rows)
+    if "--json" in outputs:
+        with open_output(outputs["--json"], overwrite=args.overwrite) as out:
             json.dump({"results": rows, "ratings": ratings}, out, indent=2)
     return 0
 
 
 def _replay(args: argparse.Namespace) -> int:
-    records = read_records(args.records)
-    chosen = records if args.index is None else [records[args.index]]
-    for record in chosen:
-        replay(record, show=args.index is not None)
+    entries = list(scan_records(args.records))
+    if not entries:
+        raise CommandError(f"{args.records} holds no game records")
+    if args.index is None:
+        chosen = range(len(entries))
+    elif 0 <= args.index < len(entries):
+        chosen = range(args.index, args.index + 1)
+    else:
+        raise CommandError(
+            f"--index {args.index} is out of range: {args.records} holds {len(entries)} "
+            f"record(s), numbered 0 to {len(entries) - 1}"
+        )
+    show = show_escaped if args.index is not None else None
+    failed = 0
+    for index in chosen:
+        line, entry = entries[index]
+        problems = [str(entry)] if isinstance(entry, RecordError) else verify(entry, show=show)
+        failed += bool(problems)
+        for problem in problems:
+            print(printable(f"record {index} (line {line}): {problem}"))
+    if failed:
+        print(f"{failed} of {len(chosen)} game(s) do not replay as recorded.")
+        return 1
     print(f"{len(chosen)} game(s) replayed exactly.")
     return 0
 
@@ -109,22 +200,25 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     play = commands.add_parser("play", help="round-robin tournament over games")
-    play.add_argument("--game", action="append", required=True, help="game id, repeatable, or 'all'")
+    play.add_argument("--game", action="append", required=True, help="game id, repeatable; 'all'")
     play.add_argument("--agent", action="append", required=True, help="agent spec, repeatable")
-    play.add_argument("-n", "--games", type=int, default=100, help="games per pairing and game")
-    play.add_argument("--seed", type=int, default=0)
-    play.add_argument("--workers", type=int, default=1, help="processes")
-    play.add_argument("--move-timeout", type=float, default=60.0, help="seconds per move")
+    play.add_argument("-n", "--games", type=_number(int, 1), default=100, help="games per pairing")
+    play.add_argument("--seed", type=_number(int, 0), default=0)
+    play.add_argument("--workers", type=_number(int, 1), default=1, help="processes")
+    play.add_argument(
+        "--move-timeout", type=_number(float, 0, above=True), default=60.0, help="seconds a move"
+    )
     play.add_argument("--env-kwargs", help='JSON, e.g. \'{"invalid_move": {"retries": 1}}\'')
-    play.add_argument("--records", help="write one JSONL record per game here")
+    play.add_argument("--records", help="write one JSONL record per game here, as games finish")
     play.add_argument("--csv", help="write the results table as CSV here")
     play.add_argument("--json", help="write results and ratings as JSON here")
+    play.add_argument("--overwrite", action="store_true", help="replace output files that exist")
     play.add_argument("--quiet", action="store_true", help="no progress bar")
     play.set_defaults(run=_play)
 
-    rep = commands.add_parser("replay", help="re-play recorded games and check their outcome")
+    rep = commands.add_parser("replay", help="re-play recorded games and check them")
     rep.add_argument("records", help="JSONL file written by play --records")
-    rep.add_argument("--index", type=int, help="show this game turn by turn")
+    rep.add_argument("--index", type=int, help="check only this game and show it turn by turn")
     rep.set_defaults(run=_replay)
 
     exact = commands.add_parser("exact", help="exact scores on Kuhn Poker and TicTacToe")
@@ -142,9 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (KeyError, ValueError, FileNotFoundError) as error:
-        print(f"spiral-arena: error: {error}", file=sys.stderr)
+    except (CommandError, ValueError, KeyError, OSError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(printable(f"spiral-arena: error: {message}"), file=sys.stderr)
         return 2
+    except WorkerError as error:
+        print(printable(f"spiral-arena: error: {error}"), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("spiral-arena: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ class CrashOnSecondMove:
 
 class Sleepy:
     def act(self, observation: dict) -> int:
-        time.sleep(2.0)
+        time.sleep(10.0)
         return 0
 
 
@@ -112,7 +112,7 @@ def test_slow_agent_times_out_without_stopping_the_tournament() -> None:
     agents = {"player_0": Sleepy(), "player_1": CrashOnSecondMove()}
     start = time.perf_counter()
     record = play_game("TicTacToe-v0", agents, seed=1, move_timeout=0.2)
-    assert time.perf_counter() - start < 1.5
+    assert time.perf_counter() - start < 5.0  # the worker is stopped, not waited for
     assert "exceeded the move time limit" in record.error
     assert record.outcome == {"player_0": "loss", "player_1": "win"}
 
@@ -155,6 +155,6 @@ def test_cli_reports_bad_input_clearly() -> None:
     bad = subprocess.run(
         [sys.executable, "-m", "spiral_agents.cli", "play", "--game", "TicTacToe-v0",
          "--agent", "nobody", "--agent", "random", "--quiet"],
-        capture_output=True, text=True,
+        capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert bad.returncode == 2 and "unknown agent 'nobody'" in bad.stderr
