@@ -17,7 +17,6 @@ holds the paper recipe, a LoRA recipe and the CPU demo.
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 import tomllib
@@ -29,14 +28,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import spiral_envs
+from spiral_agents.arena import check_env_kwargs
 from spiral_agents.llm.backend import SamplingConfig
 from spiral_agents.registry import make_agent, supports
 from spiral_envs.registry import GAMES
 from spiral_train.learner import LearnerConfig
 
 GENERATOR_BACKENDS = ("vllm", "transformers", "vllm-server")
-ADAPTER_KWARGS = ("render_mode", "invalid_move", "max_turns")
-"""Keyword arguments of the env adapter (``spiral_envs.env``) rather than of a game's rules."""
 MAX_SEED = 2**63 - 1
 
 RENAMED = {
@@ -97,13 +95,6 @@ class GeneratorConfig(Section):
         return self
 
 
-def game_kwargs_accepted(game_id: str) -> list[str]:
-    """Keyword arguments ``spiral_envs.env(game_id, ...)`` accepts: the adapter's and the game's."""
-    parameters = inspect.signature(GAMES[game_id]).parameters.values()
-    own = [p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return [*ADAPTER_KWARGS, *own]
-
-
 class GameConfig(Section):
     id: str
     weight: float = Field(1.0, ge=0)
@@ -121,16 +112,10 @@ class GameConfig(Section):
 
     @model_validator(mode="after")
     def _kwargs_accepted(self) -> GameConfig:
-        accepted = game_kwargs_accepted(self.id)
-        unknown = sorted(set(self.env_kwargs) - set(accepted))
-        if unknown:
-            raise ValueError(
-                f"env_kwargs: {self.id} does not take {', '.join(unknown)}; it takes: {', '.join(accepted)}"
-            )
         try:
-            spiral_envs.env(self.id, **self.env_kwargs)
-        except (TypeError, ValueError, KeyError) as error:
-            raise ValueError(f"env_kwargs: {self.id} rejects {self.env_kwargs}: {error}") from None
+            check_env_kwargs(self.id, self.env_kwargs)
+        except ValueError as error:
+            raise ValueError(f"env_kwargs: {error}") from None
         return self
 
 
