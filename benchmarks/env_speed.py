@@ -57,7 +57,7 @@ def spiral_text_actions(game_id: str, games: int, rng: random.Random) -> tuple[f
 
     def choose(env: Any, obs: dict) -> str:
         if names is None:  # free-text game: a random valid message, offer or reply
-            return env.state.random_move(np_rng)
+            return env.game_state.random_move(np_rng)
         legal = obs["action_mask"].nonzero()[0]
         return names[legal[rng.randrange(len(legal))]]
 

@@ -1,5 +1,6 @@
 """Train sb3-contrib MaskablePPO on TicTacToe against the random agent, then play it in the arena.
 
+    pip install -c constraints-cpu.txt -e ".[sb3,arena]"   # sb3-contrib, Stable-Baselines3, tqdm
     python examples/train_maskable_ppo.py --steps 100000 --out runs/ttt_ppo.zip
 
 The learner sits in a random seat each episode (Gymnasium view, numeric observation and

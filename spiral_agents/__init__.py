@@ -12,6 +12,7 @@ from spiral_agents.connect_four import AlphaBetaAgent
 from spiral_agents.human import HumanAgent
 from spiral_agents.kuhn_poker import KuhnNashAgent
 from spiral_agents.liars_dice import LiarsDiceBidder
+from spiral_agents.llm.agent import llm_agent, openai_agent
 from spiral_agents.negotiation import ValueTrader
 from spiral_agents.nim import NimSumAgent
 from spiral_agents.pig_dice import HoldAtAgent, PigOptimalAgent
@@ -30,7 +31,9 @@ register_agent(
     ("SimpleNegotiation-v1", "SimpleNegotiation-v0"),
     "accepts exactly the offers that raise its own value, proposes such offers",
 )
-register_agent("human", HumanAgent, summary="you, at the terminal")
+register_agent(
+    "human", HumanAgent, summary="you, at the terminal: type moves as the game writes them"
+)
 register_agent("sb3", SB3Agent, summary="a saved stable-baselines3 model: sb3@model=path.zip")
 register_agent(
     "nim-optimal", NimSumAgent, ("Nim-v0",), "perfect Nim by nim-sum: wins every winnable position"
@@ -52,6 +55,16 @@ register_agent(
     PigOptimalAgent,
     ("PigDice-v1", "PigDice-v0"),
     "maximises the probability of winning (exact table, turn cap included)",
+)
+register_agent(
+    "llm",
+    llm_agent,
+    summary="a local model: llm@model=PATH_OR_ID,backend=transformers|vllm,max_tokens=...",
+)
+register_agent(
+    "openai",
+    openai_agent,
+    summary="a model behind an OpenAI-compatible server: openai@base_url=URL,model=NAME",
 )
 register_agent(
     "liars-dice-prob",

@@ -7,8 +7,16 @@ action set or the text a player writes. Optional hooks, used when present:
 
 * ``reset()`` — called at the start of every game;
 * ``act_batch(observations) -> actions`` — many decisions in one call (LLM agents);
+* ``batcher`` — a function ``(agents, observations) -> actions`` that agents able to decide
+  together share: the arena plays their games side by side and sends every request of
+  agents with the same ``batcher`` in one call (LLM agents: one generation call for all the
+  games waiting on one model). An item of the result may be an exception instead of an
+  action: that agent forfeits its game;
 * ``action_probabilities(observation) -> np.ndarray`` — the agent's distribution over the
-  game's discrete actions (needed for exact evaluation such as Kuhn Poker exploitability).
+  game's discrete actions (needed for exact evaluation such as Kuhn Poker exploitability);
+* ``game_over(observation, outcome, how)`` — called at the end of each game with the
+  player's last observation, ``"win"``/``"draw"``/``"loss"`` and how the game ended
+  (exceptions are ignored: the game is decided).
 """
 
 from __future__ import annotations

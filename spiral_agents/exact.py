@@ -43,7 +43,7 @@ def _seed_for_deal(deal: tuple[int, int]) -> int:
     env = spiral_envs.env("KuhnPoker-v1", rounds=1, first_opener=0)
     for seed in itertools.count():
         env.reset(seed=seed)
-        if tuple(env.state.cards) == deal:
+        if tuple(env.game_state.cards) == deal:
             return seed
     raise AssertionError("unreachable")
 
@@ -124,7 +124,8 @@ def tictactoe_optimal_move_share(
     """Share of the agent's TicTacToe moves that are game-theoretically optimal.
 
     Plays ``games`` games (seats alternating) against ``opponent`` (random by default) and
-    scores every move the agent makes against the full minimax table.
+    scores every move the agent makes against the full minimax table (an invalid move is
+    not optimal).
     """
     agent = as_agent(agent)
     opponent = as_agent(opponent or RandomAgent(seed=seed + 1))
@@ -140,8 +141,12 @@ def tictactoe_optimal_move_share(
             if env.agent_selection == seat:
                 action = agent.act(observation)
                 values = move_values(board_from_observation(observation))
-                index = action if isinstance(action, int) else env.state.parse(action)
-                move = getattr(index, "move", index)
+                if isinstance(action, (int, np.integer)):
+                    move = int(action)
+                elif isinstance(action, str):  # a text move: what the game reads from it
+                    move = getattr(env.game_state.parse(action), "move", None)
+                else:  # Invalid(reason): no move at all
+                    move = None
                 moves += 1
                 optimal += move in values and values[move] == max(values.values())
             else:

@@ -1,9 +1,11 @@
 """One game between two agents, move by move, and how each move is recorded.
 
-:func:`play_plan` is the arena's only game loop; it runs in the calling process or in a
-worker process (:mod:`spiral_agents.supervisor`), which passes a :class:`Watch` to time and
-report each agent call. Any failure of an agent (an exception, a timeout, an action the env
-cannot take) forfeits that game only.
+:func:`play_plan` plays one game; it runs in the calling process or in a worker process
+(:mod:`spiral_agents.supervisor`), which passes a :class:`Watch` to time and report each agent
+call. :func:`play_together` plays many games side by side in this process, so that agents that
+share a ``batcher`` (LLM agents) decide for all their games in one call. Any failure of an
+agent (an exception, a timeout, an action the env cannot take) forfeits that game only; a
+person who quits (:class:`~spiral_agents.human.Quit`) stops the whole run.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import io
 import pickle
 import time
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +25,9 @@ from spiral_agents.base import as_agent, reset_agent
 from spiral_agents.human import HumanAgent
 from spiral_agents.records import MAX_ERROR_CHARS, MAX_MOVE_CHARS, SEATS, GameRecord, cut
 from spiral_agents.registry import make_agent, parse_spec
+
+GAMES_SIDE_BY_SIDE = 64
+"""Most games :func:`play_together` keeps going at once."""
 
 
 def game_seed(base_seed: int, game: str, a: str, b: str, index: int) -> int:
@@ -88,6 +95,16 @@ class Watch:
     def moved(self, move: dict[str, Any]) -> None:
         """A move was played and recorded."""
 
+    def finished(self, record: GameRecord, hooks_follow: bool) -> None:
+        """The game is over and this is its record; ``hooks_follow``: agents' ``game_over``
+        hooks are called next."""
+
+    def ending(self, seat: str) -> None:
+        """``seat``'s ``game_over`` hook is called (under the move time limit)."""
+
+    def ended(self) -> None:
+        """The ``game_over`` hooks have returned."""
+
 
 class Forfeit(Exception):
     """An agent failure that ends its game; ``seat`` loses."""
@@ -142,8 +159,10 @@ def _build(plan: GamePlan, seat: str, watch: Watch) -> Any:
         raise Forfeit(seat, f"{seat}'s agent could not be built: {_describe(error)}") from error
 
 
-def _step(env: spiral_envs.SpiralAECEnv, seat: str, action: Any) -> dict[str, Any]:
-    """Play the agent's action and return the move as recorded (its text stored once)."""
+def play_move(env: spiral_envs.SpiralAECEnv, seat: str, action: Any) -> dict[str, Any]:
+    """Play ``seat``'s action and return the move as recorded: an index with its name, or the
+    agent's text stored once, cut to :data:`MAX_MOVE_CHARS` (a longer text is an invalid
+    move). Raises :class:`Forfeit` for an action the env cannot take."""
     if isinstance(action, np.integer):
         action = int(action)
     elif isinstance(action, np.ndarray) and action.ndim == 0:
@@ -174,28 +193,139 @@ def _step(env: spiral_envs.SpiralAECEnv, seat: str, action: Any) -> dict[str, An
     return move
 
 
+class _Game:
+    """A game being played: its env, its agents and its record so far."""
+
+    def __init__(self, plan: GamePlan) -> None:
+        self.plan = plan
+        self.record = plan.new_record()
+        self.started = time.perf_counter()
+        self.env = spiral_envs.env(plan.game, **plan.env_kwargs)
+        self.env.reset(seed=plan.seed)
+        self.agents: dict[str, Any] = {}
+        self.forfeit_by: str | None = None
+
+    def open(self, watch: Watch) -> None:
+        """Build and reset both agents (raises :class:`Forfeit` if one fails)."""
+        for seat in SEATS:
+            self.agents[seat] = _build(self.plan, seat, watch)
+        for seat in SEATS:
+            _call(watch, seat, "reset", reset_agent, self.agents[seat])
+
+    @property
+    def seat(self) -> str:
+        """The seat to move."""
+        return self.env.agent_selection
+
+    @property
+    def over(self) -> bool:
+        env = self.env
+        return (
+            self.forfeit_by is not None
+            or env.terminations[env.agent_selection]
+            or env.truncations[env.agent_selection]
+        )
+
+    def observe(self) -> dict[str, Any]:
+        return self.env.observe(self.seat)
+
+    def play(self, seat: str, action: Any, watch: Watch) -> None:
+        self.record.moves.append(play_move(self.env, seat, action))
+        watch.moved(self.record.moves[-1])
+
+    def forfeit(self, forfeit: Forfeit) -> None:
+        self.record.error, self.forfeit_by = cut(str(forfeit), MAX_ERROR_CHARS), forfeit.seat
+
+    def close(self, watch: Watch) -> GameRecord:
+        """Finish the record, report it, then tell each agent how its game ended."""
+        record = self.record
+        record.finish(self.env, self.forfeit_by)
+        record.seconds = time.perf_counter() - self.started
+        hooks = {seat: getattr(agent, "game_over", None) for seat, agent in self.agents.items()}
+        hooks = {seat: hook for seat, hook in hooks.items() if callable(hook)}
+        watch.finished(record, bool(hooks))
+        how = f"forfeit: {record.error}" if self.forfeit_by else record.ended_by
+        for seat, game_over in hooks.items():
+            watch.ending(seat)
+            try:
+                game_over(self.env.observe(seat), record.outcome[seat], how)
+            except Exception:  # noqa: BLE001, S110 - the game is decided: nothing to forfeit
+                pass
+        if hooks:
+            watch.ended()
+        return record
+
+
 def play_plan(plan: GamePlan, watch: Watch | None = None) -> GameRecord:
     """Play one planned game to its end (or a forfeit) and return its record."""
     watch = watch or Watch()
-    record = plan.new_record()
-    start = time.perf_counter()
-    env = spiral_envs.env(plan.game, **plan.env_kwargs)
-    env.reset(seed=plan.seed)
-    forfeit_by = None
+    game = _Game(plan)
     try:
-        agents = {seat: _build(plan, seat, watch) for seat in SEATS}
-        for seat in SEATS:
-            _call(watch, seat, "reset", reset_agent, agents[seat])
-        while not (env.terminations[env.agent_selection] or env.truncations[env.agent_selection]):
-            seat = env.agent_selection
-            action = _call(watch, seat, "act", agents[seat].act, env.observe(seat))
-            record.moves.append(_step(env, seat, action))
-            watch.moved(record.moves[-1])
+        game.open(watch)
+        while not game.over:
+            seat = game.seat
+            action = _call(watch, seat, "act", game.agents[seat].act, game.observe())
+            game.play(seat, action, watch)
     except Forfeit as forfeit:
-        record.error, forfeit_by = cut(str(forfeit), MAX_ERROR_CHARS), forfeit.seat
-    record.finish(env, forfeit_by)
-    record.seconds = time.perf_counter() - start
-    return record
+        game.forfeit(forfeit)
+    return game.close(watch)
+
+
+def play_together(
+    plans: Iterable[GamePlan],
+    on_record: Callable[[GameRecord], None],
+    *,
+    side_by_side: int = GAMES_SIDE_BY_SIDE,
+) -> None:
+    """Play games side by side in this process, untimed; ``on_record`` gets each record as its
+    game ends. Every round, each game's player to move is asked once; the requests of agents
+    that share a ``batcher`` go to it in one call, the others to each agent's ``act``."""
+    waiting, live, watch = deque(plans), [], Watch()
+    while waiting or live:
+        while waiting and len(live) < side_by_side:
+            game = _Game(waiting.popleft())
+            try:
+                game.open(watch)
+            except Forfeit as forfeit:
+                game.forfeit(forfeit)
+            live.append(game)
+        _play_round([game for game in live if not game.over], watch)
+        for game in [game for game in live if game.over]:
+            live.remove(game)
+            on_record(game.close(watch))
+
+
+def _play_round(games: list[_Game], watch: Watch) -> None:
+    """One move in each of ``games``: batched where agents share a ``batcher``."""
+    batches: dict[int, tuple[Any, list[_Game]]] = {}
+    for game in games:
+        agent = game.agents[game.seat]
+        batcher = getattr(agent, "batcher", None)
+        if batcher is None:
+            seat = game.seat
+            try:
+                game.play(seat, _call(watch, seat, "act", agent.act, game.observe()), watch)
+            except Forfeit as forfeit:
+                game.forfeit(forfeit)
+        else:
+            batches.setdefault(id(batcher), (batcher, []))[1].append(game)
+    for batcher, group in batches.values():
+        seats = [game.seat for game in group]
+        try:
+            actions = list(batcher([g.agents[g.seat] for g in group], [g.observe() for g in group]))
+            if len(actions) != len(group):
+                raise ValueError(f"the batch call returned {len(actions)} actions for {len(group)}")
+        except Exception as error:  # noqa: BLE001 - a failed batch call forfeits its games
+            actions = [error] * len(group)
+        for game, seat, action in zip(group, seats, actions):
+            try:
+                if isinstance(action, BaseException):
+                    raise Forfeit(
+                        seat, f"{seat} raised {type(action).__name__}: {_describe(action)}"
+                    )
+                game.play(seat, action, watch)
+            except Forfeit as forfeit:
+                game.forfeit(forfeit)
 
 
 # --- which agents a worker process can play ---------------------------------------------
@@ -215,12 +345,19 @@ class _MainFinder(pickle.Pickler):
         return NotImplemented
 
 
+def batches(agent: Any) -> bool:
+    """Whether ``agent`` decides for many games in one call (it has a ``batcher``)."""
+    return getattr(agent, "batcher", None) is not None
+
+
 def must_play_here(agent: Any, spec: str | None = None) -> bool:
     """Whether ``agent`` has to play in this process rather than in a worker: a person at
-    the terminal, or an agent a fresh interpreter cannot load (built from a ``__main__`` spec,
-    or an object that does not pickle or comes from ``__main__``, such as a lambda).
-    ``spec`` is the spec ``agent`` was built from; such an agent is built anew in the worker."""
-    if isinstance(agent, HumanAgent):
+    the terminal, an agent that batches (an LLM: one model per process, its moves batched over
+    the games played side by side), or an agent a fresh interpreter cannot load (built from a
+    ``__main__`` spec, or an object that does not pickle or comes from ``__main__``, such as a
+    lambda). ``spec`` is the spec ``agent`` was built from; such an agent is built anew in the
+    worker."""
+    if isinstance(agent, HumanAgent) or batches(agent):
         return True
     if spec is not None:
         return parse_spec(spec)[0].partition(":")[0] == "__main__"

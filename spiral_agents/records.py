@@ -43,6 +43,9 @@ class GameRecord:
     invalid) where ``action`` is not the text itself; ``action_chars`` (the text's length)
     where the text was over :data:`MAX_MOVE_CHARS` and only its start is stored."""
     rewards: dict[str, float] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)
+    """Seat -> chips won, in a game that counts chips (Kuhn Poker) and was played to its end;
+    empty otherwise (see :func:`game_scores`)."""
     outcome: dict[str, str] = field(default_factory=dict)
     """Seat -> "win" / "draw" / "loss"."""
     ended_by: str = ""
@@ -61,11 +64,13 @@ class GameRecord:
         if forfeit_by is not None:
             loser, winner = forfeit_by, SEATS[1 - SEATS.index(forfeit_by)]
             self.rewards = {loser: -1.0, winner: 1.0}
+            self.scores = {}
             self.outcome = {loser: "loss", winner: "win"}
             self.ended_by = "forfeit"
         else:
             assert env is not None, "a game that was not forfeited needs its env"
             self.rewards = {seat: float(env._cumulative_rewards[seat]) for seat in SEATS}
+            self.scores = game_scores(env)
             self.outcome = {seat: env.infos[seat]["outcome"] for seat in SEATS}
             self.ended_by = env.infos[SEATS[0]]["ended_by"]
 
@@ -76,6 +81,25 @@ class GameRecord:
     def from_json(cls, line: str) -> GameRecord:
         """Parse one records-file line; :class:`RecordError` says what is wrong with a bad one."""
         return parse_record(line)
+
+    def result(self, seat: str) -> float:
+        """What ``seat`` won: its chips where the game counts them and was played to its end,
+        else its reward (+1 win, 0 draw, -1 loss: a forfeit or an invalid move that ends the
+        game costs its player 1)."""
+        return self.scores.get(seat, self.rewards.get(seat, 0.0))
+
+
+def game_scores(env: spiral_envs.SpiralAECEnv) -> dict[str, float]:
+    """Seat -> chips won, for a game that reports ``chips`` for both players in its end info
+    (Kuhn Poker) and was played to its end; empty for any other game, and for one ended by
+    an invalid move or the turn limit (its chips are not a result: the reward counts)."""
+    info = env.infos[SEATS[0]]
+    chips = info.get("chips")
+    if info.get("ended_by") != "game over" or not (
+        isinstance(chips, (list, tuple)) and len(chips) == len(SEATS)
+    ):
+        return {}
+    return {seat: float(value) for seat, value in zip(SEATS, chips)}
 
 
 def _json_default(value: Any) -> Any:
@@ -138,6 +162,10 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "env_kwargs": (lambda v: isinstance(v, dict), "an object"),
     "moves": (lambda v: isinstance(v, list), "a list"),
     "rewards": (lambda v: _seat_map(v, _is_number, False), "an object of seat -> number"),
+    "scores": (
+        lambda v: v == {} or _seat_map(v, _is_number, True),
+        "an object of player_0 and player_1 -> number (or empty)",
+    ),
     "outcome": (
         lambda v: _seat_map(v, lambda o: o in OUTCOMES, False),
         'an object of seat -> "win", "draw" or "loss"',

@@ -5,6 +5,13 @@ keyword arguments after ``@``: ``kuhn-nash@alpha=0.2``, ``my_pkg.agents:Greedy@d
 Values are read as Python literals where they parse (numbers, booleans, tuples), else as
 strings; commas inside brackets or quotes do not split arguments (``nim@piles=(1,2)``).
 A spec that does not resolve raises :class:`AgentSpecError` with one line naming what exists.
+A spec never holds a secret (``api_key=``, ``password=``, ``secret=``, ``access_token=``): specs
+are written into game records, tables and messages, so such a spec is refused without being
+shown; keys come from the environment (``openai@...,api_key_env=NAME``).
+
+The user's own modules (games and agents that register themselves on import) are imported with
+:func:`import_user_modules`; they, and the modules of ``module:attribute`` specs, are found on
+``sys.path`` and then in the current folder, as ``python -m`` would find them.
 """
 
 from __future__ import annotations
@@ -13,8 +20,12 @@ import ast
 import functools
 import importlib
 import inspect
-from collections.abc import Callable
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from spiral_agents.base import as_agent
@@ -23,6 +34,8 @@ from spiral_agents.records import cut
 _MAX_LISTED = 20
 _MAX_MESSAGE = 500
 _CLOSERS = {"(": ")", "[": "]", "{": "}"}
+_SECRET = re.compile(r"(?i)[@,]\s*(api[-_]?key|password|secret|access[-_]?token)\s*=")
+"""Arguments a spec may not carry: specs are written into records, tables and messages."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,13 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """Split ``name@k=v,k=v`` into the name and its keyword arguments."""
     name, _, arguments = spec.partition("@")
     name = name.strip()
+    secret = _SECRET.search(spec)
+    if secret:  # the spec itself is not shown: it holds the secret
+        raise AgentSpecError(
+            f"agent {name!r}: a spec may not hold {secret[1]}= (specs are written into game "
+            "records and tables): put the key in an environment variable and pass "
+            "api_key_env=NAME"
+        )
     if not name:
         raise AgentSpecError(f"agent spec {spec!r} has no agent name")
     kwargs: dict[str, Any] = {}
@@ -102,8 +122,72 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 def supports(spec: str, game_id: str) -> bool:
     """Whether the agent named by ``spec`` can play ``game_id`` (third-party agents: yes)."""
-    entry = AGENTS.get(parse_spec(spec)[0])
-    return entry is None or entry.games is None or game_id.removeprefix("spiral/") in entry.games
+    return unsupported_reason(spec, game_id) is None
+
+
+def unsupported_reason(spec: str, game_id: str) -> str | None:
+    """Why the agent named by ``spec`` cannot play ``game_id``, or ``None`` if it can."""
+    name = parse_spec(spec)[0]
+    entry = AGENTS.get(name)
+    if entry is None or entry.games is None or game_id.removeprefix("spiral/") in entry.games:
+        return None
+    return f"{name} plays only {', '.join(entry.games)}"
+
+
+# --- the user's modules ------------------------------------------------------------------
+
+_USER_MODULES: list[str] = []
+
+
+class UserModuleError(ValueError):
+    """A user module that cannot be imported (the message says why, on one line)."""
+
+
+def _import(module_name: str) -> ModuleType:
+    """Import ``module_name`` from ``sys.path`` or, failing that, the current folder.
+
+    The current folder goes on the end of ``sys.path`` (installed modules keep precedence),
+    where it stays for the modules the user's module imports, and for worker processes.
+    """
+    folder = os.getcwd()
+    if folder not in sys.path:
+        sys.path.append(folder)
+        importlib.invalidate_caches()
+    return importlib.import_module(module_name)
+
+
+def import_user_modules(names: Iterable[str]) -> list[ModuleType]:
+    """Import the user's modules, so the games and agents they register can be named.
+
+    Each is looked up on ``sys.path``, then in the current folder. The arena's worker
+    processes import the same modules before they play. Raises :class:`UserModuleError` with
+    one line naming the module and what went wrong.
+    """
+    modules = []
+    for name in names:
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise UserModuleError(f"{name!r} is not a module name (e.g. my_games or pkg.games)")
+        try:
+            modules.append(_import(name))
+        except ImportError as error:
+            missing = getattr(error, "name", None)
+            if missing and (name == missing or name.startswith(missing + ".")):
+                raise UserModuleError(
+                    f"cannot import {name!r}: no module named {missing!r} on sys.path or in "
+                    f"the current folder ({os.getcwd()})"
+                ) from None
+            raise UserModuleError(f"cannot import {name!r}: {error}") from None
+        except Exception as error:  # noqa: BLE001 - the user's module fails as it loads
+            message = cut(f"{type(error).__name__}: {error}", _MAX_MESSAGE)
+            raise UserModuleError(f"importing {name!r} raised {message}") from None
+        if name not in _USER_MODULES:
+            _USER_MODULES.append(name)
+    return modules
+
+
+def user_modules() -> list[str]:
+    """Names of the user modules imported so far, in order (the workers import them too)."""
+    return list(_USER_MODULES)
 
 
 def _public_callables(module: Any) -> list[str]:
@@ -135,7 +219,7 @@ def resolve(spec: str) -> tuple[str, Callable[..., Any] | Any, dict[str, Any]]:
         )
     module_name, _, attribute = name.partition(":")
     try:
-        target: Any = importlib.import_module(module_name)
+        target: Any = _import(module_name)
     except ImportError as error:
         missing = getattr(error, "name", None)
         if missing and (module_name == missing or module_name.startswith(missing + ".")):

@@ -3,7 +3,7 @@
 :func:`verify` re-plays a record move by move from its seed and lists every difference: who
 sits where (for tournament games), each move's seat, text and invalid flag, that the game is
 over after the last move (or still on, for a forfeit, which must then be by the player to
-move), the rewards, outcome and how the game ended.
+move), the rewards, chips (in games that count them), outcome and how the game ended.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import spiral_envs
 from spiral_agents.play import game_seed, over_limit_reason, seating
-from spiral_agents.records import SEATS, GameRecord, printable
+from spiral_agents.records import SEATS, GameRecord, game_scores, printable
 
 
 class ReplayMismatch(AssertionError):
@@ -98,6 +98,7 @@ def _ending_problems(record: GameRecord, env: spiral_envs.SpiralAECEnv) -> list[
             loser = next((s for s in SEATS if record.outcome.get(s) == "loss"), env.agent_selection)
         winner = SEATS[1 - SEATS.index(loser)]
         rewards, outcome = {loser: -1.0, winner: 1.0}, {loser: "loss", winner: "win"}
+        scores: dict[str, float] = {}
         if not record.error:
             problems.append("the record says forfeit but gives no reason")
     else:
@@ -106,6 +107,7 @@ def _ending_problems(record: GameRecord, env: spiral_envs.SpiralAECEnv) -> list[
                 f"the game is not over after the last recorded move ({len(record.moves)} moves)"
             ]
         rewards = {seat: float(env._cumulative_rewards[seat]) for seat in SEATS}
+        scores = game_scores(env)
         outcome = {seat: env.infos[seat]["outcome"] for seat in SEATS}
         ended_by = env.infos[SEATS[0]]["ended_by"]
         if record.ended_by != ended_by:
@@ -114,6 +116,8 @@ def _ending_problems(record: GameRecord, env: spiral_envs.SpiralAECEnv) -> list[
             problems.append("the record gives an agent error, but nobody forfeited")
     if rewards != record.rewards:
         problems.append(f"replay ended with rewards {rewards}, the record says {record.rewards}")
+    if scores != record.scores:
+        problems.append(f"replay ended with chips {scores}, the record says {record.scores}")
     if outcome != record.outcome:
         problems.append(f"replay ended with outcome {outcome}, the record says {record.outcome}")
     return problems

@@ -1,4 +1,5 @@
-"""Tournament statistics: per-pairing results with Wilson intervals, Bradley-Terry ratings."""
+"""Tournament statistics: per-pairing results with Wilson intervals and mean rewards (chips in
+Kuhn Poker), Bradley-Terry ratings per game."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Any
 
 from spiral_agents.records import GameRecord
 
+_Z95 = 1.959963984540054
 
-def wilson_interval(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+
+def wilson_interval(successes: float, n: int, z: float = _Z95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (95 % by default)."""
     if n == 0:
         return (0.0, 1.0)
@@ -38,6 +41,9 @@ class PairingResult:
     b_invalid: int = 0
     turns: int = 0
     errors: int = 0
+    reward_sum: float = 0.0
+    reward_squares: float = 0.0
+    """Sums of ``a``'s result per game (:meth:`GameRecord.result`) and of its square."""
 
     @property
     def win_rate(self) -> float:
@@ -47,8 +53,24 @@ class PairingResult:
     def win_interval(self) -> tuple[float, float]:
         return wilson_interval(self.wins, self.games)
 
+    @property
+    def mean_reward(self) -> float:
+        """``a``'s mean result per game: chips in games that count them, else the reward."""
+        return self.reward_sum / self.games if self.games else float("nan")
+
+    @property
+    def reward_interval(self) -> tuple[float, float] | None:
+        """A normal 95 % interval for :attr:`mean_reward`; ``None`` under two games."""
+        if self.games < 2:
+            return None
+        mean = self.mean_reward
+        variance = max(0.0, (self.reward_squares - self.games * mean * mean) / (self.games - 1))
+        half = _Z95 * math.sqrt(variance / self.games)
+        return (mean - half, mean + half)
+
     def row(self) -> dict[str, Any]:
         low, high = self.win_interval
+        reward = self.reward_interval
         return {
             "game": self.game,
             "agent": self.a,
@@ -60,6 +82,9 @@ class PairingResult:
             "win_rate": round(self.win_rate, 4),
             "win_rate_low": round(low, 4),
             "win_rate_high": round(high, 4),
+            "mean_reward": round(self.mean_reward, 4),
+            "mean_reward_low": None if reward is None else round(reward[0], 4),
+            "mean_reward_high": None if reward is None else round(reward[1], 4),
             "invalid_rate": round(self.a_invalid / self.a_moves, 4) if self.a_moves else 0.0,
             "opponent_invalid_rate": round(self.b_invalid / self.b_moves, 4)
             if self.b_moves
@@ -84,6 +109,9 @@ def summarize(records: Iterable[GameRecord]) -> list[PairingResult]:
         result.losses += outcome == "loss"
         result.errors += record.error is not None
         result.turns += len(record.moves)
+        value = record.result(seat_a)
+        result.reward_sum += value
+        result.reward_squares += value * value
         for move in record.moves:
             if move["seat"] == seat_a:
                 result.a_moves += 1
@@ -94,20 +122,76 @@ def summarize(records: Iterable[GameRecord]) -> list[PairingResult]:
     return list(results.values())
 
 
+def _players(record: GameRecord) -> tuple[str, str] | None:
+    a, b = record.agents["player_0"], record.agents["player_1"]
+    return None if a == b else (a, b)
+
+
+def _groups(records: list[GameRecord]) -> list[list[GameRecord]]:
+    """``records`` split by the sets of agents linked by games played, directly or through
+    other agents (in order of first appearance)."""
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    for record in records:
+        players = _players(record)
+        if players:
+            parent[root(players[0])] = root(players[1])
+    groups: dict[str, list[GameRecord]] = {}
+    for record in records:
+        players = _players(record)
+        if players:
+            groups.setdefault(root(players[0]), []).append(record)
+    return list(groups.values())
+
+
+def rating_groups(records: Iterable[GameRecord]) -> dict[str, list[dict[str, float]]]:
+    """Bradley-Terry ratings (:func:`bradley_terry`) per game, and within a game per group of
+    agents linked by games played: ratings compare only agents that met on the same game,
+    directly or through others. Game -> its groups, largest first."""
+    by_game: dict[str, list[GameRecord]] = {}
+    for record in records:
+        by_game.setdefault(record.game, []).append(record)
+    return {
+        game: sorted((bradley_terry(group) for group in _groups(games)), key=len, reverse=True)
+        for game, games in by_game.items()
+    }
+
+
 def bradley_terry(records: Iterable[GameRecord], iterations: int = 500) -> dict[str, float]:
-    """Bradley-Terry strengths fitted over all games (draws count half), on the Elo scale.
+    """Bradley-Terry strengths on the Elo scale from the games of one game id, between agents
+    all linked by games played (draws count half); ``ValueError`` otherwise, as ratings of
+    different games or of agents that never met would not compare (see :func:`rating_groups`).
 
     Ratings are centred on 0 (mean over agents); a 400-point gap means 10:1 odds.
     Minorisation-maximisation (Hunter 2004), with half a win added to every agent so that
     unbeaten or winless agents keep finite ratings.
     """
+    records = list(records)
+    games_seen = sorted({record.game for record in records})
+    if len(games_seen) > 1:
+        raise ValueError(
+            f"Bradley-Terry ratings compare agents on one game, not over {', '.join(games_seen)}: "
+            "use rating_groups for ratings per game"
+        )
+    if len(_groups(records)) > 1:
+        raise ValueError(
+            "these records hold agents that never met, directly or through others: their "
+            "ratings would not compare (rating_groups rates each group)"
+        )
     wins: dict[str, float] = {}
     games: dict[tuple[str, str], int] = {}
     for record in records:
-        a, b = record.agents["player_0"], record.agents["player_1"]
-        if a == b:
+        players = _players(record)
+        if players is None:
             continue
-        for name in (a, b):
+        a, b = players
+        for name in players:
             wins.setdefault(name, 0.5)
         score = {"win": 1.0, "draw": 0.5, "loss": 0.0}[record.outcome.get("player_0", "loss")]
         wins[a] += score
@@ -115,6 +199,8 @@ def bradley_terry(records: Iterable[GameRecord], iterations: int = 500) -> dict[
         games[(a, b)] = games.get((a, b), 0) + 1
         games[(b, a)] = games.get((b, a), 0) + 1
     names = sorted(wins)
+    if not names:
+        return {}
     strength = {name: 1.0 for name in names}
     for _ in range(iterations):
         updated = {}
@@ -141,4 +227,6 @@ def format_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
     return f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -6,7 +6,11 @@ state from move to move. A worker tells the arena when each agent call starts an
 it makes. When a call runs past the limit the arena kills the worker, which stops an agent
 that sleeps and one that spins alike; the game is recorded as forfeited by that agent with the
 moves before, and the rest of the job goes on in a fresh worker. A worker whose arena process
-is gone exits by itself, so none outlives the arena.
+is gone exits by itself, so none outlives the arena. A worker imports the user's modules
+(:func:`spiral_agents.registry.import_user_modules`) before it plays, so their games exist there.
+An agent's ``game_over`` hook runs after its game's record has reached the arena, under the
+same time limit, and the arena waits for it; one that overruns ends its worker, not the game
+already decided.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from typing import Any
 
 from spiral_agents.play import GamePlan, Watch, play_plan, timeout_reason
 from spiral_agents.records import GameRecord
+from spiral_agents.registry import import_user_modules, user_modules
 
 _WORKER = (
     "import sys; from spiral_agents.supervisor import worker_main; "
-    "worker_main(*map(int, sys.argv[1:]))"
+    "worker_main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:])"
 )
 
 
@@ -46,7 +51,7 @@ class _Worker:
         path = os.pathsep.join(os.path.abspath(p) for p in sys.path if isinstance(p, str))
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", _WORKER, str(jobs_read), str(events_write)],
+                [sys.executable, "-c", _WORKER, str(jobs_read), str(events_write), *user_modules()],
                 pass_fds=(jobs_read, events_write),
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONPATH": path},
@@ -62,10 +67,13 @@ class _Worker:
         self.calling: str | None = None
         self.deadline: float | None = None
         self.game_start: float | None = None
+        self.ending = False
+        """The agent being called is in its ``game_over`` hook: its game is already recorded."""
 
     @property
     def busy(self) -> bool:
-        return self.position < len(self.plans)
+        """Games of its job are left, or an agent's ``game_over`` hook is still running."""
+        return self.position < len(self.plans) or self.ending
 
     def assign(self, plans: list[GamePlan], move_timeout: float | None) -> None:
         self.plans, self.position = plans, 0
@@ -76,17 +84,22 @@ class _Worker:
 
     def handle(self, message: tuple, move_timeout: float | None, on_record: Callable) -> None:
         kind = message[0]
-        if kind == "call":
+        if kind in ("call", "ending"):
             seat, started, timed = message[1:]
-            self.calling = seat
+            self.calling, self.ending = seat, kind == "ending"
             self.deadline = started + move_timeout if timed and move_timeout is not None else None
-            self.game_start = self.game_start or started
+            if not self.ending:
+                self.game_start = self.game_start or started
         elif kind == "move":
             self.moves.append(message[1])
             self.calling = self.deadline = None
+        elif kind == "ended":
+            self.calling = self.deadline = None
+            self.ending = False
         elif kind == "record":
             on_record(message[1])
             self.next_game()
+            self.ending = message[2]  # busy until the agents' game_over hooks have returned
         elif kind == "crash":
             plan = self.plans[self.position]
             raise WorkerError(
@@ -96,6 +109,7 @@ class _Worker:
     def next_game(self) -> None:
         self.position += 1
         self.moves, self.calling, self.deadline, self.game_start = [], None, None, None
+        self.ending = False
 
     def forfeit(self, reason: Callable[[str], str]) -> GameRecord:
         """The current game, forfeited by the agent being called (``reason(seat)`` says
@@ -176,7 +190,9 @@ def _check(
     status = worker.stop()
     if not worker.busy:
         return
-    if not ended:
+    if worker.ending:
+        worker.ending = False  # a game_over hook overran or ended the process: its game stands
+    elif not ended:
         limit = float(move_timeout or 0)  # a deadline means a time limit
         on_record(worker.forfeit(lambda seat: timeout_reason(seat, limit)))
     elif worker.calling is not None:
@@ -191,7 +207,7 @@ def _check(
             f"an arena worker exited (status {status}) outside any agent call, "
             f"in {plan.game} (seed {plan.seed}); see its error output above"
         )
-    if worker.busy:
+    if worker.rest():
         pending.appendleft(worker.rest())
 
 
@@ -209,6 +225,15 @@ class _Reporter(Watch):
     def moved(self, move: dict[str, Any]) -> None:
         self.events.send(("move", move))
 
+    def finished(self, record: GameRecord, hooks_follow: bool) -> None:
+        self.events.send(("record", record, hooks_follow))
+
+    def ending(self, seat: str) -> None:
+        self.events.send(("ending", seat, time.monotonic(), True))
+
+    def ended(self) -> None:
+        self.events.send(("ended",))
+
 
 def _read_jobs(jobs: Connection, inbox: queue.SimpleQueue) -> None:
     """Pass jobs on; exit the process as soon as the arena's end of the pipe closes."""
@@ -221,11 +246,13 @@ def _read_jobs(jobs: Connection, inbox: queue.SimpleQueue) -> None:
             inbox.put(("unreadable", traceback.format_exc(limit=-1).strip().splitlines()[-1]))
 
 
-def worker_main(jobs_fd: int, events_fd: int) -> None:
-    """Entry point of a worker process: play the jobs that arrive, report every call and move."""
+def worker_main(jobs_fd: int, events_fd: int, modules: Sequence[str] = ()) -> None:
+    """Entry point of a worker process: import the user's ``modules``, then play the jobs that
+    arrive and report every call, move and record."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the arena's to handle
     for fd in (jobs_fd, events_fd):
         os.set_inheritable(fd, False)
+    import_user_modules(modules)
     jobs, events = Connection(jobs_fd, writable=False), Connection(events_fd, readable=False)
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     threading.Thread(target=_read_jobs, args=(jobs, inbox), daemon=True).start()
@@ -238,7 +265,7 @@ def worker_main(jobs_fd: int, events_fd: int) -> None:
         reporter = _Reporter(events, move_timeout)
         try:
             for plan in plans:
-                events.send(("record", play_plan(plan, reporter)))
+                play_plan(plan, reporter)
         except Exception:  # noqa: BLE001 - reported to the arena, which stops
             traceback.print_exc()
             events.send(("crash", traceback.format_exc(limit=-1).strip().splitlines()[-1]))

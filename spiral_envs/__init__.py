@@ -6,7 +6,12 @@ Importing this package registers every game under ``spiral/<id>``::
     env = pettingzoo.make("aec", "spiral/TicTacToe-v0")
     env = spiral_envs.env("KuhnPoker-v1", rounds=1)
     env = gymnasium.make("spiral/TicTacToe-v0", seat="random")
+
+``from_textarena``, ``to_textarena`` and ``register_textarena`` (the TextArena bridge of
+:mod:`spiral_envs.textarena`) import TextArena on first use.
 """
+
+from typing import Any
 
 from spiral_envs.aec import AGENTS, InvalidMovePolicy, SpiralAECEnv, SpiralParallelEnv
 from spiral_envs.core import Game, GameState, Invalid, MessageLog, Parsed
@@ -38,6 +43,17 @@ _BUILT_IN_GAMES = (
 for _game in _BUILT_IN_GAMES:
     register_game(_game)
 
+_TEXTARENA_BRIDGE = ("from_textarena", "register_textarena", "to_textarena")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TEXTARENA_BRIDGE:
+        from spiral_envs import textarena
+
+        return getattr(textarena, name)
+    raise AttributeError(f"module 'spiral_envs' has no attribute {name!r}")
+
+
 __all__ = [
     "AGENTS",
     "GAMES",
@@ -51,7 +67,10 @@ __all__ = [
     "SpiralAECEnv",
     "SpiralParallelEnv",
     "env",
+    "from_textarena",
     "make_game",
     "parallel_env",
     "register_game",
+    "register_textarena",
+    "to_textarena",
 ]

@@ -24,8 +24,10 @@ from pettingzoo.utils.env import AECIterable
 from pettingzoo.utils.env_logger import EnvLogger
 
 from spiral_envs.core import Game, GameState, Invalid, RandomSource, one_line
+from spiral_envs.spaces import TextSpace
 
 AGENTS = ("player_0", "player_1")
+RENDER_MODES = ["ansi", "human", "rgb_array"]
 MAX_TEXT_CHARS = 1_000_000
 LOG_NOTE = "Lines starting with [Game] come from the game."
 RELAY_NOTE = " A line starting with [Player N] holds Player N's own words up to its end."
@@ -67,32 +69,45 @@ class InvalidMovePolicy:
         raise TypeError(f"invalid_move must be an InvalidMovePolicy or a mapping, got {value!r}")
 
 
-class TextSpace(spaces.Text):
-    """A Text space that holds any Python string up to ``max_length`` characters.
-
-    Gymnasium's Text checks each character against a fixed charset; the text shown to a
-    language model (and relayed opponent messages) can hold any Unicode character.
-    """
-
-    def contains(self, x: Any) -> bool:
-        return isinstance(x, str) and self.min_length <= len(x) <= self.max_length
+def turn_cap(game: Game, max_turns: int | None, max_cycles: int | None) -> int:
+    """The adapter's turn cap: ``max_turns`` moves, or ``max_cycles`` moves of each player."""
+    if max_turns is not None and max_cycles is not None:
+        raise ValueError("pass max_turns or max_cycles, not both")
+    for name, value in (("max_turns", max_turns), ("max_cycles", max_cycles)):
+        if value is not None and (
+            not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1
+        ):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if max_cycles is not None:
+        return 2 * int(max_cycles)
+    return game.max_turns if max_turns is None else int(max_turns)
 
 
 class SpiralAECEnv(AECEnv):
     """A two-player game as a PettingZoo AEC environment with text and numeric views.
 
     Observations are dicts: ``"observation"`` (numeric, what the player may know),
-    ``"action_mask"`` (int8, finite-move games only; zeros off-turn) and ``"text"`` (the rules,
-    the history as this player saw it, the state and the legal moves). ``step`` takes an index
-    into ``game.actions`` or the raw text a player wrote; ``Invalid(reason)`` submits a move
-    that is invalid for a reason found outside the game (an LLM response with no answer).
-    Every reason is folded onto one line (:func:`~spiral_envs.core.one_line`) before it is
-    recorded or shown.
+    ``"action_mask"`` (int8, finite-move games only; zeros off-turn) and, unless
+    ``with_text=False``, ``"text"`` (the rules, the history as this player saw it, the state
+    and the legal moves). ``step`` takes an index into ``game.actions`` or the raw text a
+    player wrote; ``Invalid(reason)`` submits a move that is invalid for a reason found outside
+    the game (an LLM response with no answer). Every reason is folded onto one line
+    (:func:`~spiral_envs.core.one_line`) before it is recorded or shown.
+
+    The turn cap is ``max_turns`` submitted moves (the game's own cap by default), or
+    ``max_cycles`` moves of each player, as PettingZoo envs take it. Render modes: ``"ansi"``
+    (the spectator's text, with the result once the game is over), ``"human"`` (that text
+    printed after every move under a separator line, with the legend at the start) and
+    ``"rgb_array"`` (:meth:`~spiral_envs.core.GameState.render_rgb`).
+
+    PettingZoo's ``state()`` (a global state) is not provided: the game's own state is
+    ``game_state``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {
-        "render_modes": ["ansi", "human"], "name": "spiral", "is_parallelizable": False
-    }
+        "render_modes": RENDER_MODES, "name": "spiral", "is_parallelizable": False,
+        "render_fps": 2,
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -101,17 +116,18 @@ class SpiralAECEnv(AECEnv):
         render_mode: str | None = None,
         invalid_move: InvalidMovePolicy | Mapping[str, Any] | None = None,
         max_turns: int | None = None,
+        max_cycles: int | None = None,
+        with_text: bool = True,
     ) -> None:
         super().__init__()
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
+        if render_mode is not None and render_mode not in RENDER_MODES:
+            raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
         self.game = game
         self.metadata = {**self.metadata, "name": game.id, "is_parallelizable": game.simultaneous}
         self.render_mode = render_mode
         self.invalid_move = InvalidMovePolicy.coerce(invalid_move)
-        self.max_turns = game.max_turns if max_turns is None else int(max_turns)
-        if self.max_turns < 1:
-            raise ValueError(f"max_turns must be at least 1, got {max_turns}")
+        self.max_turns = turn_cap(game, max_turns, max_cycles)
+        self.with_text = bool(with_text)
         self.possible_agents = list(AGENTS)
         self._num_actions = None if game.actions is None else len(game.actions)
         self._no_moves = None if game.actions is None else np.zeros(len(game.actions), np.int8)
@@ -119,7 +135,8 @@ class SpiralAECEnv(AECEnv):
         self._rules = tuple(f"{game.rules(p).rstrip()}\n{note}" for p in range(2))
         self._spaces: tuple[dict[str, spaces.Space], dict[str, spaces.Space]] | None = None
         self._random = RandomSource()
-        self.state: GameState | None = None
+        self.game_state: GameState | None = None
+        self._result: str | None = None
 
     # --- spaces (built on first use, then cached: most envs in a large batch never ask) ----
     def _build_spaces(self) -> tuple[dict[str, spaces.Space], dict[str, spaces.Space]]:
@@ -139,8 +156,9 @@ class SpiralAECEnv(AECEnv):
                     parts["action_mask"] = spaces.Box(0, 1, (self._num_actions,), np.int8)
                     act[agent] = spaces.Discrete(self._num_actions)
                 else:
-                    act[agent] = TextSpace(MAX_TEXT_CHARS, min_length=0)
-                parts["text"] = TextSpace(MAX_TEXT_CHARS, min_length=0)
+                    act[agent] = TextSpace(MAX_TEXT_CHARS)
+                if self.with_text:
+                    parts["text"] = TextSpace(MAX_TEXT_CHARS)
                 obs[agent] = spaces.Dict(parts)
             self._spaces = (obs, act)
         return self._spaces
@@ -155,16 +173,17 @@ class SpiralAECEnv(AECEnv):
     def reset(self, seed: int | None = None, options: dict | None = None) -> None:
         if seed is not None:
             self._random = RandomSource(seed)
-        self.state = self.game.new_state(self._random)
+        self.game_state = self.game.new_state(self._random)
         self.agents = list(AGENTS)
         self.rewards = {"player_0": 0.0, "player_1": 0.0}
         self._cumulative_rewards = {"player_0": 0.0, "player_1": 0.0}
         self.terminations = {"player_0": False, "player_1": False}
         self.truncations = {"player_0": False, "player_1": False}
         self.infos = {"player_0": {}, "player_1": {}}
-        self.agent_selection = AGENTS[self.state.current_player]
+        self.agent_selection = AGENTS[self.game_state.current_player]
         self.turns = 0
         self._invalid_streak = 0
+        self._result = None
         if self.render_mode == "human":
             self.render()
 
@@ -182,12 +201,12 @@ class SpiralAECEnv(AECEnv):
         )
 
     def agent_iter(self, max_iter: int = 2**63) -> AECIterable:
-        if self.state is None:
+        if self.game_state is None:
             raise AssertionError("reset() needs to be called before agent_iter().")
         return super().agent_iter(max_iter)
 
     def observe(self, agent: str) -> dict[str, Any]:
-        state = self.state
+        state = self.game_state
         if state is None:
             raise AssertionError("reset() needs to be called before observe.")
         player = 0 if agent == "player_0" else 1
@@ -196,6 +215,8 @@ class SpiralAECEnv(AECEnv):
         obs: dict[str, Any] = {"observation": state.observation(player)}
         if self._no_moves is not None:
             obs["action_mask"] = state.action_mask() if my_turn else self._no_moves.copy()
+        if not self.with_text:
+            return obs
         if my_turn:
             prompt = state.moves_text()
         elif not live or state.terminal:
@@ -209,7 +230,7 @@ class SpiralAECEnv(AECEnv):
         return obs
 
     def step(self, action: Any) -> None:
-        state = self.state
+        state = self.game_state
         if state is None:
             raise AssertionError("reset() needs to be called before step.")
         if not self.agents:
@@ -239,6 +260,20 @@ class SpiralAECEnv(AECEnv):
         rewards = self.rewards
         rewards["player_0"] = rewards["player_1"] = 0.0
 
+        if reason is None:
+            if message and self.game.relays_messages:
+                state.log.say(player, message)
+            rejected = state.apply(move)
+            if rejected is not None:
+                reason = rejected.reason
+            else:
+                self._invalid_streak = 0
+                if state.terminal:
+                    r0, r1 = state.returns()
+                    rewards["player_0"], rewards["player_1"] = r0, r1
+                    self._finish("game over", truncated=False)
+                else:
+                    self.agent_selection = AGENTS[state.current_player]
         if reason is not None:
             reason = one_line(reason, MAX_REASON_CHARS, "...") or "no reason given"
             self._invalid_streak += 1
@@ -255,17 +290,6 @@ class SpiralAECEnv(AECEnv):
                 rewards[agent] = policy.offender_reward
                 rewards[AGENTS[1 - player]] = policy.opponent_reward
                 self._finish(f"invalid move by {agent}: {reason}", truncated=False, player=player)
-        else:
-            self._invalid_streak = 0
-            if message and self.game.relays_messages:
-                state.log.say(player, message)
-            state.apply(move)
-            if state.terminal:
-                r0, r1 = state.returns()
-                rewards["player_0"], rewards["player_1"] = r0, r1
-                self._finish("game over", truncated=False)
-            else:
-                self.agent_selection = AGENTS[state.current_player]
         if self.turns >= self.max_turns and not self.terminations[agent]:
             state.log.game(f"The turn limit ({self.max_turns}) is reached: a draw.")
             rewards["player_0"] = rewards["player_1"] = 0.0
@@ -293,7 +317,7 @@ class SpiralAECEnv(AECEnv):
         return int(action)
 
     def _finish(self, why: str, *, truncated: bool, player: int | None = None) -> None:
-        state = self.state
+        state = self.game_state
         details = state.details()
         r = self.rewards
         for i, agent in enumerate(AGENTS):
@@ -306,17 +330,31 @@ class SpiralAECEnv(AECEnv):
             else:
                 self.terminations[agent] = True
         self.agent_selection = AGENTS[1 - state.current_player]
+        winner = {"win": "player_0 wins", "loss": "player_1 wins"}
+        self._result = f"Result: {winner.get(self.infos['player_0']['outcome'], 'a draw')} ({why})."
 
-    def render(self) -> str | None:
-        if self.state is None:
+    def render(self) -> str | np.ndarray | None:
+        state = self.game_state
+        if state is None:
             raise AssertionError("reset() needs to be called before render.")
-        if self.render_mode is None:
+        mode = self.render_mode
+        if mode is None:
             return None
-        text = self.state.render()
-        if self.render_mode == "human":
-            print(text)
-            return None
-        return text
+        if mode == "rgb_array":
+            return state.render_rgb()
+        result = self.result_line()
+        text = state.render() if result is None else f"{state.render()}\n{result}"
+        if mode == "ansi":
+            return text
+        header = f"---- {self.game.id}, turn {self.turns} ----"
+        if self.turns == 0 and self.game.legend:
+            header += f"\nLegend: {self.game.legend}"
+        print(f"{header}\n{text}")
+        return None
+
+    def result_line(self) -> str | None:
+        """``"Result: player_0 wins (game over)."`` once the game is over, else ``None``."""
+        return self._result
 
     def close(self) -> None:
         pass
@@ -327,7 +365,7 @@ class SpiralParallelEnv(aec_to_parallel_wrapper):
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         aec = self.aec_env
-        if aec.state is None:
+        if aec.game_state is None:
             raise AssertionError("reset() needs to be called before step.")
         if not aec.agents:
             EnvLogger.warn_step_after_terminated_truncated()

@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from spiral_envs.render import text_frame
+
 NUM_PLAYERS = 2
 MAX_MESSAGE_CHARS = 2000
 """Relayed free text longer than this is cut (and marked as cut)."""
@@ -55,7 +57,11 @@ def bracketed(text: str) -> Iterator[re.Match[str]]:
 
 
 def one_line(
-    text: str, limit: int = MAX_MESSAGE_CHARS, cut_mark: str = " [...message cut]"
+    text: str,
+    limit: int = MAX_MESSAGE_CHARS,
+    cut_mark: str = " [...message cut]",
+    *,
+    keep_spaces: bool = False,
 ) -> str:
     """Fold untrusted text so that it is safe to show inside a single line.
 
@@ -63,9 +69,12 @@ def one_line(
     every kind of line break and whitespace run becomes one space, control, bidirectional and
     invisible formatting characters are dropped, and text over ``limit`` characters is cut and
     ends with ``cut_mark``. Linear time; only the first ``4 * limit`` characters are read.
+    ``keep_spaces=True`` (for one line of a board drawn by a wrapped engine) leaves runs of
+    spaces as they are and strips only the line's end; line breaks still become spaces.
     """
     cut = len(text) > 4 * limit
-    text = " ".join(text[: 4 * limit].translate(_HIDDEN).split())
+    text = text[: 4 * limit].translate(_HIDDEN)
+    text = text.rstrip() if keep_spaces else " ".join(text.split())
     if cut or len(text) > limit:
         text = (text[:limit].rstrip() + cut_mark).lstrip()
     return text
@@ -74,6 +83,16 @@ def one_line(
 def quote(text: str) -> str:
     """Player text folded by :func:`one_line` and cut to :data:`QUOTE_CHARS`, for a reason."""
     return one_line(text, QUOTE_CHARS, "...")
+
+
+NO_WINNER = -1
+"""The ``winner`` in a game's infos when nobody won (a draw, or a game cut short): infos keep
+one type per key, as Gymnasium's vector envs need."""
+
+
+def winner_id(winner: int | None) -> int:
+    """``winner`` for infos: the winning player's number, or :data:`NO_WINNER`."""
+    return NO_WINNER if winner is None else winner
 
 
 def win_returns(winner: int | None) -> tuple[float, float]:
@@ -130,13 +149,17 @@ class MessageLog:
         else:
             self._views[to] += line
 
-    def say(self, player: int, message: str) -> None:
-        """Relay a player's free text to both players, attributed to that player."""
+    def say(self, player: int, message: str, to: int | None = None) -> None:
+        """Relay a player's free text, attributed to that player, to both players (``to=None``)
+        or to one."""
         message = one_line(message)
         if message:
             line = f"[Player {player}] {message}\n"
-            self._views[0] += line
-            self._views[1] += line
+            if to is None:
+                self._views[0] += line
+                self._views[1] += line
+            else:
+                self._views[to] += line
 
     def view(self, player: int) -> str:
         """Everything ``player`` has been told so far, one entry a line."""
@@ -177,6 +200,8 @@ class Game(ABC):
     """Moves submitted (invalid ones included) after which the game is truncated."""
     relays_messages: bool = False
     """Whether a player's free text around a move is passed on to the opponent."""
+    legend: str = ""
+    """What the symbols of :meth:`GameState.render` mean, shown once by human rendering."""
     simultaneous: bool = False
     """Both players choose each round before the state advances (also offered as a
     PettingZoo Parallel env). The state alternates ``current_player`` within a round, keeps
@@ -255,8 +280,12 @@ class GameState(ABC):
         return f"{self.game.actions[move]} is not a legal move now; legal moves: {legal}"  # type: ignore[index]
 
     @abstractmethod
-    def apply(self, move: Any) -> None:
-        """Play a legal move for the current player (and any chance that follows)."""
+    def apply(self, move: Any) -> Invalid | None:
+        """Play a legal move for the current player (and any chance that follows).
+
+        A state that can tell a move is invalid only by playing it (a wrapped engine) returns
+        ``Invalid(reason)`` instead, with the same player still to move.
+        """
 
     def random_move(self, rng: np.random.Generator) -> Any:
         """A uniformly random legal move, as an action index or action text."""
@@ -290,6 +319,13 @@ class GameState(ABC):
     def render(self) -> str:
         """A spectator's view of the whole state, hidden information included."""
         return self.state_text(self.current_player)
+
+    def render_rgb(self) -> np.ndarray:
+        """:meth:`render` as a picture: ``uint8`` (height, width, 3), one size all game long.
+
+        By default the text drawn in a fixed-size frame; board games draw their boards.
+        """
+        return text_frame(self.render())
 
 
 _ACTION_INDEXES: dict[tuple[str, ...], dict[str, int]] = {}

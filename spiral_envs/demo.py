@@ -25,7 +25,7 @@ def play(game_id: str, games: int, seed: int) -> dict[str, float]:
         env.reset(seed=seed + game)
         while not (env.terminations[env.agent_selection] or env.truncations[env.agent_selection]):
             env.last()  # build the observation every step, as a learner would see it
-            env.step(env.state.random_move(rng))
+            env.step(env.game_state.random_move(rng))
             steps += 1
         outcomes[_result(env.infos)] += 1
         turns += env.infos["player_0"]["turns"]
@@ -53,7 +53,7 @@ def show_game(game_id: str, seed: int) -> None:
     print(env.observe("player_0")["text"])
     print()
     while not any(env.terminations.values()) and not any(env.truncations.values()):
-        move = env.state.random_move(rng)
+        move = env.game_state.random_move(rng)
         text = move if isinstance(move, str) else env.game.actions[move]
         print(f">>> {env.agent_selection} plays: {text}")
         env.step(move)

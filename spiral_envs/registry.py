@@ -36,14 +36,22 @@ def env(
     render_mode: str | None = None,
     invalid_move: InvalidMovePolicy | Mapping[str, Any] | None = None,
     max_turns: int | None = None,
+    max_cycles: int | None = None,
+    with_text: bool = True,
     **game_kwargs: Any,
 ) -> SpiralAECEnv:
-    """A PettingZoo AEC env for ``game_id`` (``"TicTacToe-v0"`` or ``"spiral/TicTacToe-v0"``)."""
+    """A PettingZoo AEC env for ``game_id`` (``"TicTacToe-v0"`` or ``"spiral/TicTacToe-v0"``).
+
+    The adapter's arguments are :class:`~spiral_envs.aec.SpiralAECEnv`'s; every other keyword
+    is a variant of the game (e.g. ``rounds=1``).
+    """
     return SpiralAECEnv(
         make_game(game_id, **game_kwargs),
         render_mode=render_mode,
         invalid_move=invalid_move,
         max_turns=max_turns,
+        max_cycles=max_cycles,
+        with_text=with_text,
     )
 
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 import spiral_envs
 from spiral_agents.arena import check_env_kwargs
 from spiral_agents.llm.backend import SamplingConfig
-from spiral_agents.registry import make_agent, supports
+from spiral_agents.registry import import_user_modules, make_agent, supports
 from spiral_envs.registry import GAMES
 from spiral_train.learner import LearnerConfig
 
@@ -61,7 +61,9 @@ class ModelConfig(Section):
     """Prompt template: None (default for the model id), spiral-base, chat, chat-thinking,
     chat-no-thinking, or a format string with {observation}."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """auto: bfloat16 on CUDA, float32 on the CPU."""
+    """auto: float32 (the learner keeps trained weights in float32 and computes in bfloat16 on
+    CUDA), bfloat16 for a LoRA run's frozen base; the same on every device, so checkpoints
+    load anywhere."""
     lora_rank: int = Field(0, ge=0)
     """0 trains all weights; > 0 trains LoRA adapters of this rank (peft)."""
     lora_alpha: int = Field(64, ge=1)
@@ -85,6 +87,17 @@ class GeneratorConfig(Section):
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
     max_model_len: int = Field(12800, ge=1)
     sleep_while_learning: bool = True
+    sleep_level: Literal[1, 2] = 2
+    """vllm, vllm-server: 2 drops the generator's weights while the learner trains (each update
+    overwrites them anyway); 1 keeps a host copy of them (and copies it back on waking)."""
+    request_seeds: bool = True
+    """vllm: seed every generation request from the run's seed tree, so that rollouts
+    reproduce; off, the engine's own random stream samples, which spares vLLM's sampler a loop
+    over seeded requests at every token (faster on a GPU, where bfloat16 batches do not
+    reproduce exactly anyway). The other backends always seed."""
+    max_batch_tokens: int = Field(65536, ge=1)
+    """transformers: most tokens (each row's prompt plus its new tokens, padded to the longest
+    row) decoded together: the KV cache preallocated for one batch."""
 
     @model_validator(mode="after")
     def _server_needs_url(self) -> GeneratorConfig:
@@ -136,6 +149,35 @@ class RAEConfig(Section):
     drop_zero_advantage: bool = True
 
 
+class ReasoningEvalConfig(Section):
+    """A fixed subset of reasoning benchmarks run on the live policy every ``every`` steps
+    (and before the first; 0 = off), through the generator (needs the ``eval`` extra)."""
+
+    every: int = Field(0, ge=0)
+    benchmarks: list[str] = Field(default_factory=lambda: ["smoke-math"], min_length=1)
+    """Benchmark names of ``spiral-eval list`` (``smoke-math`` ships with the package)."""
+    data: dict[str, str] = Field(default_factory=dict)
+    """Local JSONL file per benchmark name, instead of the Hugging Face Hub."""
+    limit: int | None = Field(None, ge=1)
+    """The first this many problems of each benchmark (the same subset every time)."""
+    preset: Literal["spiral", "greedy"] = "greedy"
+    max_tokens: int | None = Field(None, ge=1)
+    samples: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _benchmarks_known(self) -> ReasoningEvalConfig:
+        if not self.every:
+            return self
+        try:
+            from spiral_train.reasoning import BENCHMARKS
+        except ImportError as error:
+            raise ValueError(f"every: needs the eval extra (pip install 'spiral-selfplay[eval]'): {error}") from None
+        unknown = [name for name in self.benchmarks if name not in BENCHMARKS and name not in self.data]
+        if unknown:
+            raise ValueError(f"benchmarks: unknown {', '.join(unknown)}; use {', '.join(BENCHMARKS)} or give data")
+        return self
+
+
 class EvalConfig(Section):
     every: int = Field(25, ge=0)
     """Evaluate every this many steps (and before the first); 0 = never."""
@@ -145,6 +187,7 @@ class EvalConfig(Section):
     temperature: float = Field(0.6, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     kuhn_exploitability: bool = True
+    reasoning: ReasoningEvalConfig = Field(default_factory=ReasoningEvalConfig)
 
     @field_validator("game_ids")
     @classmethod
@@ -183,6 +226,9 @@ class CheckpointConfig(Section):
 
 
 class TrainConfig(Section):
+    imports: list[str] = Field(default_factory=list)
+    """Your modules to import first, so the games and agents they register can be named
+    (checked before ``games``: pydantic validates fields in order)."""
     model: ModelConfig = Field(default_factory=ModelConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     games: list[GameConfig] = Field(default_factory=_default_games, min_length=1)
@@ -196,7 +242,12 @@ class TrainConfig(Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     steps: int = Field(400, ge=1)
     samples_per_step: int = Field(128, ge=1)
-    """Turn samples gathered for each policy update."""
+    """Turn samples each policy update trains on: the rollout plays until this many turns are
+    taken and the games then live are over, and this many of their turns are drawn uniformly
+    (SPIRAL); turns with zero advantage are then dropped (``rae.drop_zero_advantage``)."""
+    train_all_turns: bool = False
+    """Train on every turn of the step's games instead of drawing ``samples_per_step`` of them
+    (the behaviour before: 2-10 times as many turns per update)."""
     concurrency: int = Field(128, ge=1)
     output_dir: str = Field("runs/spiral", min_length=1)
     seed: int = Field(0, ge=0, le=MAX_SEED)
@@ -204,6 +255,12 @@ class TrainConfig(Section):
     wandb_project: str | None = None
     build_tiny_model: bool = False
     """Build the tiny offline Qwen3 at ``model.path`` first if it is not there (CPU demo)."""
+
+    @field_validator("imports")
+    @classmethod
+    def _import(cls, names: list[str]) -> list[str]:
+        import_user_modules(names)
+        return names
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

@@ -15,7 +15,7 @@ import torch
 
 import spiral_envs
 from spiral_agents.llm.prompts import PromptTemplate, token_ids
-from spiral_train.scoring import answer_text
+from spiral_agents.llm.scoring import answer_text
 
 ADAPTER_KWARGS = ("invalid_move", "max_turns", "render_mode")
 
@@ -33,7 +33,7 @@ def format_examples(tokenizer: Any, template: PromptTemplate, games: Sequence[st
         episode += 1
         while not (env.terminations[env.agent_selection] or env.truncations[env.agent_selection]):
             observation = env.observe(env.agent_selection)
-            move = env.state.random_move(rng)
+            move = env.game_state.random_move(rng)
             action = move if isinstance(move, str) else env.game.actions[move]
             prompt = token_ids(template, [observation["text"]], tokenizer)[0]
             answer = list(tokenizer(answer_text(action), add_special_tokens=False)["input_ids"]) + [end]

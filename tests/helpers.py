@@ -20,7 +20,7 @@ def play_random(env: spiral_envs.SpiralAECEnv, seed: int, *, max_steps: int = 10
         if termination or truncation:
             action = None
         else:
-            action = env.state.random_move(rng)
+            action = env.game_state.random_move(rng)
         actions.append(action)
         env.step(action)
     assert not env.agents, "game did not finish"

@@ -62,6 +62,17 @@ def test_minimax_agent_plays_only_optimal_moves() -> None:
     assert 0.3 < random_share["optimal_share"] < 0.9
 
 
+def test_optimal_move_share_scores_text_and_invalid_moves_as_llm_agents_write_them() -> None:
+    minimax = MinimaxAgent(seed=1)
+
+    def as_text(observation: dict) -> str:  # the optimal move, written as an LLM would
+        return f"I take {spiral_envs.make_game('TicTacToe-v0').actions[minimax.act(observation)]}"
+
+    assert tictactoe_optimal_move_share(as_text, games=10)["optimal_share"] == 1.0
+    invalid = tictactoe_optimal_move_share(lambda o: spiral_envs.Invalid("no answer"), games=4)
+    assert invalid == {"optimal_share": 0.0, "moves": 4}  # an invalid move ends the game
+
+
 @pytest.mark.parametrize("alpha", [0.0, 0.1, 1 / 6, 1 / 3])
 def test_kuhn_equilibrium_value_is_minus_one_eighteenth_for_the_first_actor(alpha: float) -> None:
     policy = kuhn_policy(KuhnNashAgent(alpha=alpha))

@@ -30,7 +30,7 @@ class DealtHands:
 def dealt_env(hand_0: list[int], hand_1: list[int]) -> spiral_envs.SpiralAECEnv:
     env = spiral_envs.env("LiarsDice-v1", dice=len(hand_0))
     env.reset(seed=0)
-    env.state = env.game.new_state(DealtHands(hand_0, hand_1))
+    env.game_state = env.game.new_state(DealtHands(hand_0, hand_1))
     return env
 
 
@@ -101,7 +101,7 @@ def test_calls_every_impossible_bid_and_never_a_certain_one(dice: int, threshold
     impossible = certain = 0
     for seed in range(20):
         env.reset(seed=seed)
-        own = env.state.face_counts[1]
+        own = env.game_state.face_counts[1]
         for bid in range(12 * dice):
             quantity, face = bid_of(bid)
             if own[face - 1] < quantity <= own[face - 1] + dice:
@@ -133,7 +133,7 @@ def test_every_raise_is_a_likeliest_one_and_the_lowest_on_ties() -> None:
             if mover == "player_1":
                 env.step(opponent.act(observation))
                 continue
-            state = env.state
+            state = env.game_state
             own, unseen = tuple(state.face_counts[0]), state.dice_left[1]
             raises = [a for a in np.flatnonzero(observation["action_mask"]) if a != CALL]
             action = agent.act(observation)

@@ -40,7 +40,7 @@ def test_trader_proposals_raise_its_own_value(game: str) -> None:
     for seed in range(20):
         env.reset(seed=seed)
         text = trader.act(env.observe("player_0"))
-        state = env.state
+        state = env.game_state
         parsed = state.parse(text)
         offer = parsed.move
         values = np.array(state.values[0])

@@ -24,7 +24,7 @@ def env_at(start: Position, position: Position) -> spiral_envs.SpiralAECEnv:
     for i, (before, after) in enumerate(zip(start, position)):
         if before > after:
             env.step(int(offsets[i] + before - after - 1))
-    assert list(env.state.piles) == list(position) and not any(env.terminations.values())
+    assert list(env.game_state.piles) == list(position) and not any(env.terminations.values())
     return env
 
 
@@ -51,7 +51,7 @@ def test_wins_every_winnable_position_against_every_reply(
             if env.terminations[mover]:
                 assert env.infos[mover]["outcome"] == "win"
                 continue
-            after = tuple(env.state.piles)
+            after = tuple(env.game_state.piles)
             for pile, size in enumerate(after):
                 for take in range(1, size + 1):
                     reply = after[:pile] + (size - take,) + after[pile + 1 :]

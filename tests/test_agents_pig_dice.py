@@ -54,7 +54,7 @@ def win_rate(game: str, agent: Any, opponent: Any, games: int) -> tuple[float, i
 def test_decodes_exact_integers_from_the_env_observation() -> None:
     env = spiral_envs.env("PigDice-v0")
     env.reset(seed=0)
-    env.state.rng = LoadedDie([6, 6, 5, 1, 4, 3])
+    env.game_state.rng = LoadedDie([6, 6, 5, 1, 4, 3])
     for move in (ROLL, ROLL, ROLL, HOLD, ROLL, ROLL, ROLL):  # P0 banks 17, P1 busts, P0: 4, 3
         env.step(move)
     variant = spiral_envs.make_game("PigDice-v0")
@@ -69,13 +69,13 @@ def test_decodes_exact_integers_from_the_env_observation() -> None:
 def test_hold_at_20_holds_exactly_at_20_in_a_real_game() -> None:
     env = spiral_envs.env("PigDice-v1")
     env.reset(seed=0)
-    env.state.rng = LoadedDie([6, 6, 6, 2])
+    env.game_state.rng = LoadedDie([6, 6, 6, 2])
     agent = HoldAtAgent("PigDice-v1")
     decisions = []
     while env.agent_selection == "player_0":
         decisions.append(agent.act(env.observe("player_0")))
         env.step(decisions[-1])
-    assert decisions == [ROLL, ROLL, ROLL, ROLL, HOLD] and env.state.scores == [20, 0]
+    assert decisions == [ROLL, ROLL, ROLL, ROLL, HOLD] and env.game_state.scores == [20, 0]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import spiral_envs
-from spiral_envs.core import Invalid, Parsed
+from spiral_envs.core import NO_WINNER, Invalid, Parsed
 from spiral_envs.games.connect_four import ConnectFour
 from tests.helpers import play_random, transcript
 
@@ -66,7 +66,7 @@ def test_four_in_a_row_wins(moves: list[int], winner: str, line: set) -> None:
 def test_player_1_wins_in_the_top_right_corner_diagonal() -> None:
     # O's last piece tops column 6, completing (0, 6), (1, 5), (2, 4), (3, 3).
     env = play([int(c) for c in "546665540545345614320366"])
-    state = env.state
+    state = env.game_state
     assert state.winner == 1, state.render()
     assert env.rewards == {"player_0": -1.0, "player_1": 1.0}
     assert set(state.winning_line) == {(0, 6), (1, 5), (2, 4), (3, 3)}
@@ -90,7 +90,7 @@ def test_pieces_fall_to_the_lowest_empty_cell_and_player_0_moves_first() -> None
 
 def test_full_column_is_illegal() -> None:
     env = play([0, 0, 0, 0, 0, 0], invalid_move={"retries": 1})
-    state = env.state
+    state = env.game_state
     assert state.heights[0] == 6 and not state.terminal  # alternating pieces: no line
     assert env.observe("player_0")["action_mask"].tolist() == [0, 1, 1, 1, 1, 1, 1]
     assert 0 not in state.legal_actions()
@@ -108,7 +108,7 @@ def test_full_board_is_a_draw() -> None:
     assert all(env.terminations.values())
     assert env.rewards == {"player_0": 0.0, "player_1": 0.0}
     assert env.infos["player_0"]["outcome"] == "draw"
-    assert env.infos["player_0"]["winner"] is None and env.infos["player_0"]["moves"] == 42
+    assert env.infos["player_0"]["winner"] == NO_WINNER and env.infos["player_0"]["moves"] == 42
     assert "no four in a row: a draw" in env.observe("player_0")["text"]
 
 
@@ -118,13 +118,13 @@ def test_full_board_is_a_draw() -> None:
 )
 def test_small_boards_fill_up_to_a_draw(rows: int, columns: int, moves: list[int]) -> None:
     env = play(moves, rows=rows, columns=columns)
-    assert all(env.terminations.values()) and env.state.winner is None
+    assert all(env.terminations.values()) and env.game_state.winner is None
     assert env.rewards == {"player_0": 0.0, "player_1": 0.0}
 
 
 def test_one_row_board_still_wins_horizontally() -> None:
     env = play([0, 4, 1, 5, 2, 6, 3], rows=1, columns=7)
-    assert env.state.winner == 0 and env.rewards["player_0"] == 1.0
+    assert env.game_state.winner == 0 and env.rewards["player_0"] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -176,7 +176,7 @@ def test_board_size_variants() -> None:
     assert obs["observation"][3, 11].tolist() == [1, 0]
     assert obs["action_mask"].shape == (12,)
     assert " 0  1  2  3  4  5  6  7  8  9 10 11" in obs["text"]
-    assert env.state.parse("[col 12]") == Invalid("column 12 does not exist; columns are 0 to 11")
+    assert env.game_state.parse("[col 12]") == Invalid("column 12 does not exist; columns are 0 to 11")
     default = ConnectFour()
     assert (default.rows, default.columns, len(default.actions)) == (6, 7, 7)
     assert default.max_turns > 42

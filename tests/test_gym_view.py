@@ -80,7 +80,7 @@ def test_callable_opponent_and_free_text_game() -> None:
 
     env = gymnasium.make("spiral/SimpleNegotiation-v1", opponent=opponent)
     env.reset(seed=0)
-    obs, reward, terminated, truncated, info = env.step("[Offer: 1 Wood -> 1 Gold]")
+    obs, _, terminated, _, _ = env.step("[Offer: 1 Wood -> 1 Gold]")
     assert "[Game] Player 1 turns the offer down." in obs["text"]
     assert calls and not terminated
     with pytest.raises(TypeError):
@@ -127,3 +127,25 @@ def test_opponent_invalid_move_ends_game_in_learners_favour() -> None:
     _, reward, terminated, _, info = env.step(0)
     assert reward == 1.0 and terminated and info["outcome"] == "win"
     assert np.all(env.unwrapped.action_masks() == 0)
+
+
+def test_numeric_view_still_shows_the_opponent_the_text() -> None:
+    seen = []
+
+    def opponent(observation: dict) -> int:
+        seen.append(observation["text"])
+        return int(observation["action_mask"].argmax())
+
+    env = gymnasium.make(
+        "spiral/TicTacToe-v0", with_text=False, seat="player_1", opponent=opponent
+    )
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"observation", "action_mask"} and "Your legal moves" in seen[0]
+    assert set(env.observation_space.spaces) == {"observation", "action_mask"}
+
+
+def test_max_cycles_and_rgb_array_pass_through_gymnasium_make() -> None:
+    env = gymnasium.make("spiral/PigDice-v1", max_cycles=2, render_mode="rgb_array")
+    env.reset(seed=0)
+    assert env.unwrapped.aec.max_turns == 4
+    assert env.render().dtype == np.uint8

@@ -37,7 +37,7 @@ def action_texts(sequence: str) -> list[str]:
 def test_chip_payoffs_match_standard_kuhn(deal: tuple[int, int], sequence: str, first_opener: int) -> None:
     env = pettingzoo.make("aec", "spiral/KuhnPoker-v1", rounds=1, first_opener=first_opener)
     env.reset(seed=0)
-    env.state.cards = list(deal)  # cards[player]
+    env.game_state.cards = list(deal)  # cards[player]
     assert env.agent_selection == f"player_{first_opener}"
     for text in action_texts(sequence):
         env.step(text)
@@ -72,7 +72,7 @@ def test_five_rounds_alternate_opener_and_chip_leader_wins() -> None:
         if hand < 4:
             env.step("[bet]")
             env.step("[fold]")
-    env.state.cards = [0, 2] if openers[4] == "player_0" else [2, 0]  # the hand-5 opener loses
+    env.game_state.cards = [0, 2] if openers[4] == "player_0" else [2, 0]  # the hand-5 opener loses
     env.step("[bet]")
     env.step("[call]")
     assert openers == ["player_1", "player_0", "player_1", "player_0", "player_1"]
@@ -88,7 +88,7 @@ def test_five_rounds_alternate_opener_and_chip_leader_wins() -> None:
 def test_chip_leader_wins_even_if_last_hand_is_lost() -> None:
     env = spiral_envs.env("KuhnPoker-v1", rounds=2, first_opener=0)
     env.reset(seed=0)
-    env.state.cards = [2, 0]
+    env.game_state.cards = [2, 0]
     env.step("[bet]")
     env.step("[call]")  # player_0 +2
     env.step("[bet]")  # player_1 opens hand 2 and bets
@@ -145,12 +145,12 @@ def test_opponent_card_never_leaks_before_showdown(seed: int) -> None:
     while env.agents and not any(env.terminations.values()):
         for player in (0, 1):
             obs = env.observe(f"player_{player}")
-            own = env.state.cards[player]
+            own = env.game_state.cards[player]
             assert obs["observation"][:3].tolist() == [float(c == own) for c in range(3)]
-            hand = env.state.round
+            hand = env.game_state.round
             current_hand_text = obs["text"].split(f"Hand {hand} of")[-1]
-            assert f"is {'JQK'[env.state.cards[1 - player]]}." not in current_hand_text
-        env.step(env.state.random_move(rng))
+            assert f"is {'JQK'[env.game_state.cards[1 - player]]}." not in current_hand_text
+        env.step(env.game_state.random_move(rng))
 
 
 def test_bad_variants_are_rejected() -> None:

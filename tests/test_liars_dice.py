@@ -32,7 +32,7 @@ def loaded_env(*hands: list[int], dice: int = 5) -> spiral_envs.SpiralAECEnv:
     """An env whose first round deals ``hands[0]`` and ``hands[1]``, and later rounds the rest."""
     env = spiral_envs.env("LiarsDice-v1", dice=dice)
     env.reset(seed=0)
-    env.state = env.game.new_state(LoadedDice(*hands))
+    env.game_state = env.game.new_state(LoadedDice(*hands))
     return env
 
 
@@ -43,7 +43,7 @@ HAND_1 = [1, 1, 2, 6, 6]  # three 2s in play; the 1s are not wild
 def test_bids_that_do_not_raise_are_invalid() -> None:
     env = loaded_env(HAND_0, HAND_1)
     env.step("[Bid: 3, 4]")
-    state = env.state
+    state = env.game_state
     for text in ("[Bid: 3, 4]", "[Bid: 3, 2]", "[Bid: 2, 6]", "[Bid: 1, 1]"):
         reason = state.illegal_reason(state.parse(text).move)
         assert reason is not None and "does not raise" in reason
@@ -64,14 +64,14 @@ def test_call_on_the_first_turn_is_invalid() -> None:
     env.step("[Call]")
     info = env.infos["player_0"]
     assert info["invalid_move"] is True and "no bid to call" in info["reason"]
-    assert env.agent_selection == "player_0" and not env.state.terminal
+    assert env.agent_selection == "player_0" and not env.game_state.terminal
 
 
 def test_bid_quantity_cannot_exceed_the_dice_in_play() -> None:
     env = loaded_env(HAND_0, HAND_1, [4, 4, 4, 4], [3, 3, 3, 3, 3])
     env.step("[Bid: 4, 2]")
     env.step("[Call]")  # three 2s: the bid fails and player 0 drops to 4 dice
-    state = env.state
+    state = env.game_state
     assert state.total_dice == 9
     assert "in play" in state.illegal_reason(state.parse("[Bid: 10, 1]").move)
     assert state.illegal_reason(state.parse("[Bid: 9, 6]").move) is None
@@ -82,7 +82,7 @@ def test_call_when_the_bid_holds_costs_the_caller_a_die() -> None:
     env = loaded_env(HAND_0, HAND_1, [1, 2, 3, 4, 5], [1, 2, 3, 4])
     env.step("[Bid: 3, 2]")
     env.step("[Call]")
-    state = env.state
+    state = env.game_state
     assert state.dice_left == [5, 4]
     assert state.rounds[0] == {
         "round": 1, "opener": 0, "bids": [[0, 3, 2]], "caller": 1,
@@ -97,7 +97,7 @@ def test_call_when_the_bid_fails_costs_the_bidder_a_die() -> None:
     env.step("[Bid: 1, 6]")
     env.step("[Bid: 4, 2]")  # player 1 bids four 2s; only three, as 1s are not wild
     env.step("[Call]")
-    state = env.state
+    state = env.game_state
     assert state.rounds[0]["count"] == 3 and state.rounds[0]["loser"] == 1
     assert state.dice_left == [5, 4] and env.agent_selection == "player_1"
     text = env.observe("player_0")["text"]
@@ -110,12 +110,12 @@ def test_losing_the_last_die_ends_the_game() -> None:
     env = loaded_env([3, 5], [2, 6], [4], [6, 6], [5], [2], dice=2)
     env.step("[Bid: 2, 3]")  # one 3 in play: player 0 loses a die
     env.step("[Call]")
-    assert not env.state.terminal and env.state.dice_left == [1, 2]
+    assert not env.game_state.terminal and env.game_state.dice_left == [1, 2]
     assert env.agent_selection == "player_0"
     env.step("[Bid: 1, 6]")
     env.step("[Bid: 3, 6]")  # player 1 bids three 6s; there are exactly two
     env.step("[Call]")
-    assert not env.state.terminal and env.state.dice_left == [1, 1]
+    assert not env.game_state.terminal and env.game_state.dice_left == [1, 1]
     env.step("[Bid: 1, 5]")  # player 1 opens round 3 and is right: there is a 5
     env.step("[Call]")
     assert all(env.terminations.values()) and not any(env.truncations.values())
@@ -168,7 +168,7 @@ def with_other_opponent_dice(
 ) -> spiral_envs.SpiralAECEnv:
     """A copy of ``env`` whose future opponent hands come from another stream."""
     other = copy.deepcopy(env)
-    other.state.rng.streams[1 - other.state.rng.player] = np.random.default_rng(theirs)
+    other.game_state.rng.streams[1 - other.game_state.rng.player] = np.random.default_rng(theirs)
     return other
 
 
@@ -180,14 +180,14 @@ def test_hidden_dice_never_reach_the_opponent() -> None:
         for player, agent in enumerate(spiral_envs.AGENTS):
             env = spiral_envs.env("LiarsDice-v1")
             env.reset(seed=seed)
-            env.state = env.game.new_state(SplitDice(player, mine=seed, theirs=1000 + seed))
+            env.game_state = env.game.new_state(SplitDice(player, mine=seed, theirs=1000 + seed))
             twin = copy.deepcopy(env)
-            twin.state = env.game.new_state(SplitDice(player, mine=seed, theirs=2000 + seed))
-            while not env.state.terminal:
-                state = env.state
+            twin.game_state = env.game.new_state(SplitDice(player, mine=seed, theirs=2000 + seed))
+            while not env.game_state.terminal:
+                state = env.game_state
                 mine, theirs = state.hands[player], state.hands[1 - player]
-                assert twin.state.hands[player] == mine
-                differing += twin.state.hands[1 - player] != theirs
+                assert twin.game_state.hands[player] == mine
+                differing += twin.game_state.hands[1 - player] != theirs
                 seen = env.observe(agent)
                 text = seen["text"]
                 # Non-interference: the twin differs only in the opponent's current hand.
@@ -214,19 +214,19 @@ def test_hidden_dice_never_reach_the_opponent() -> None:
 def test_seeded_games_are_deterministic() -> None:
     env = spiral_envs.env("LiarsDice-v1")
     actions = play_random(env, seed=21)
-    hands = [r["hands"] for r in env.state.rounds]
+    hands = [r["hands"] for r in env.game_state.rounds]
     again = spiral_envs.env("LiarsDice-v1")
     assert transcript(again, actions, 21) == transcript(env, actions, 21)
-    assert [r["hands"] for r in again.state.rounds] == hands
+    assert [r["hands"] for r in again.game_state.rounds] == hands
     env.reset(seed=22)
-    assert [list(h) for h in env.state.hands] != hands[0]
+    assert [list(h) for h in env.game_state.hands] != hands[0]
 
 
 def test_random_games_finish_by_the_rules_not_the_adapter_cap() -> None:
     env = spiral_envs.env("LiarsDice-v1")
     for seed in range(20):
         play_random(env, seed)
-        assert env.state.terminal and 0 in env.state.dice_left
+        assert env.game_state.terminal and 0 in env.game_state.dice_left
 
 
 @pytest.mark.parametrize(
@@ -293,5 +293,5 @@ def test_an_unreadable_bid_is_quoted_on_one_clean_line() -> None:
     lines = env.observe("player_0")["text"].split("\n")
     assert f"[Game] Your move was invalid: {reason}. Try again (1 attempt(s) left)." in lines
     assert not any(line.startswith(("Game:", "\u202e")) for line in lines)
-    parsed = env.state.parse("[bid\n\x07\x1b]")
+    parsed = env.game_state.parse("[bid\n\x07\x1b]")
     assert isinstance(parsed, Invalid) and "could not read the bid [bid]" in parsed.reason

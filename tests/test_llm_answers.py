@@ -161,7 +161,7 @@ def test_the_whole_boxed_answer_is_read() -> None:
     env.reset(seed=0)
     talk = "Let me explain my reasoning at length. " * 100  # 3,900 characters
     env.step(extract_answer(f"\\boxed{{{talk}[Offer: 2 Wood -> 1 Gold]}}").action)
-    assert env.state.standing is not None  # an offer, not chat
+    assert env.game_state.standing is not None  # an offer, not chat
     offer = "[Game] Player 0 offers 2 Wood in exchange for 1 Gold."
     assert offer in env.observe("player_1")["text"]
 

@@ -19,7 +19,7 @@ def fresh(game: str = "SimpleNegotiation-v1", **kwargs) -> spiral_envs.SpiralAEC
 
 def test_v1_defaults() -> None:
     env = fresh()
-    state = env.state
+    state = env.game_state
     assert state.holdings == [[10, 10], [10, 10]]
     assert state.values == [[5, 15], [15, 5]]
     assert state.start_worth == [200, 200]
@@ -32,7 +32,7 @@ def test_accepted_offer_trades_and_decides_the_winner() -> None:
     env = fresh()
     env.step("Wood is worth little to me. [Offer: 5 Wood -> 1 Gold]")
     env.step("Deal! [Accept]")
-    assert env.state.holdings == [[5, 11], [15, 9]]
+    assert env.game_state.holdings == [[5, 11], [15, 9]]
     for _ in range(8):
         env.step("Nothing more.")
     # gains: player 0: -25 + 15 = -10, player 1: +75 - 5 = +70
@@ -54,7 +54,7 @@ def test_only_the_player_offered_to_may_accept() -> None:
     env = fresh(invalid_move={"retries": 1})
     env.step("[Offer: 1 Gold -> 1 Wood]")
     env.step("Hmm, let me think.")  # a reply without [Accept] discards the offer
-    assert env.state.standing is None
+    assert env.game_state.standing is None
     env.step("[Accept]")  # player 0 cannot accept anything now
     assert env.infos["player_0"]["reason"] == "there is no offer to accept"
 
@@ -63,9 +63,9 @@ def test_new_offer_replaces_and_deny_discards() -> None:
     env = fresh()
     env.step("[Offer: 1 Gold -> 1 Wood]")
     env.step("Counter: [Offer: 2 Gold -> 3 Wood]")
-    assert env.state.standing == Offer(give=(0, 2), ask=(3, 0))
+    assert env.game_state.standing == Offer(give=(0, 2), ask=(3, 0))
     env.step("[Deny]")
-    assert env.state.standing is None
+    assert env.game_state.standing is None
     assert "Player 0 turns the offer down." in env.observe("player_1")["text"]
 
 
@@ -93,14 +93,14 @@ def test_bad_offers_are_invalid(text: str, reason: str) -> None:
 def test_holdings_are_checked_again_on_accept() -> None:
     env = fresh()
     env.step("[Offer: 10 Wood -> 10 Gold]")
-    env.state.holdings[0][0] = 3  # the proposer no longer holds what was offered
-    assert env.state.illegal_reason(ACCEPT) == "the proposer does not hold 10 Wood"
+    env.game_state.holdings[0][0] = 3  # the proposer no longer holds what was offered
+    assert env.game_state.illegal_reason(ACCEPT) == "the proposer does not hold 10 Wood"
 
 
 def test_offer_parsing_is_lenient_about_case_spaces_and_plurals() -> None:
     env = fresh("SimpleNegotiation-v0")
     env.step("ok [ offer :3 wheat ,2 ORES->  5 Brick ] thanks")
-    assert env.state.standing == Offer(give=(3, 0, 0, 0, 2), ask=(0, 0, 0, 5, 0))
+    assert env.game_state.standing == Offer(give=(3, 0, 0, 0, 2), ask=(0, 0, 0, 5, 0))
 
 
 def test_free_text_is_relayed_without_the_token() -> None:
@@ -115,7 +115,7 @@ def test_free_text_is_relayed_without_the_token() -> None:
 def test_v0_holdings_and_private_values(seed: int) -> None:
     env = spiral_envs.env("SimpleNegotiation-v0")
     env.reset(seed=seed)
-    state = env.state
+    state = env.game_state
     base = (5, 10, 15, 25, 40)
     for p in (0, 1):
         assert all(5 <= n <= 25 for n in state.holdings[p])
@@ -133,9 +133,9 @@ def test_v0_is_seeded() -> None:
     a, b = spiral_envs.env("SimpleNegotiation-v0"), spiral_envs.env("SimpleNegotiation-v0")
     a.reset(seed=7)
     b.reset(seed=7)
-    assert a.state.holdings == b.state.holdings and a.state.values == b.state.values
+    assert a.game_state.holdings == b.game_state.holdings and a.game_state.values == b.game_state.values
     b.reset(seed=8)
-    assert a.state.holdings != b.state.holdings
+    assert a.game_state.holdings != b.game_state.holdings
 
 
 @settings(max_examples=200, deadline=None)

@@ -44,7 +44,7 @@ def test_default_piles_and_action_set() -> None:
 
 def test_a_move_takes_from_one_pile_and_passes_the_turn() -> None:
     env = play(["I take two from the middle pile: [1 2]"])
-    assert env.state.piles == [3, 2, 5] and env.agent_selection == "player_1"
+    assert env.game_state.piles == [3, 2, 5] and env.agent_selection == "player_1"
     obs = env.observe("player_1")
     assert obs["observation"].tolist() == pytest.approx([3 / 5, 2 / 5, 1.0])
     assert env.observe("player_0")["observation"].tolist() == obs["observation"].tolist()
@@ -73,7 +73,7 @@ def test_whoever_takes_the_last_object_wins(moves: list[str], winner: str) -> No
 def test_taking_from_an_empty_pile_is_illegal() -> None:
     env = play(["[0 3]"], invalid_move={"retries": 2})
     assert env.observe("player_1")["action_mask"][:3].tolist() == [0, 0, 0]
-    assert "from pile 0" not in env.state.moves_text()
+    assert "from pile 0" not in env.game_state.moves_text()
     env.step("[0 1]")
     assert env.infos["player_1"]["invalid_move"] is True
     assert "pile 0 is empty" in env.infos["player_1"]["reason"]

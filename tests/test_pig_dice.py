@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import spiral_envs
-from spiral_envs.core import Invalid, Parsed
+from spiral_envs.core import NO_WINNER, Invalid, Parsed
 from spiral_envs.games.pig_dice import HOLD, ROLL, PigDice, PigDiceV0
 
 
@@ -26,7 +26,7 @@ class LoadedDie:
 def loaded_env(faces: list[int], **variants: int) -> spiral_envs.SpiralAECEnv:
     env = spiral_envs.env(variants.pop("game", "PigDice-v1"), **variants)
     env.reset(seed=0)
-    env.state.rng = LoadedDie(faces)
+    env.game_state.rng = LoadedDie(faces)
     return env
 
 
@@ -34,9 +34,9 @@ def test_rolling_a_one_loses_the_turn_total_and_ends_the_turn() -> None:
     env = loaded_env([4, 5, 1])
     env.step("[roll]")
     env.step("[roll]")
-    assert env.state.turn_total == 9 and env.agent_selection == "player_0"
+    assert env.game_state.turn_total == 9 and env.agent_selection == "player_0"
     env.step("[roll]")
-    state = env.state
+    state = env.game_state
     assert state.turn_total == 0 and state.scores == [0, 0] and state.turns_played == 1
     assert env.agent_selection == "player_1"
     history = env.observe("player_1")["text"]
@@ -51,7 +51,7 @@ def test_hold_banks_the_turn_total_and_passes_the_turn() -> None:
     env.step("[roll]")
     env.step("[roll]")
     env.step("[hold]")
-    assert env.state.scores == [9, 0] and env.state.turn_total == 0
+    assert env.game_state.scores == [9, 0] and env.game_state.turn_total == 0
     assert env.agent_selection == "player_1"
     env.step("[roll]")
     obs = env.observe("player_0")["observation"]
@@ -67,7 +67,7 @@ def test_holding_with_nothing_to_bank_is_legal_and_just_passes() -> None:
     assert env.observe("player_0")["action_mask"].tolist() == [1, 1]
     env.step("[hold]")
     assert "invalid_move" not in env.infos["player_0"]
-    assert env.state.scores == [0, 0] and env.state.turns_played == 1
+    assert env.game_state.scores == [0, 0] and env.game_state.turns_played == 1
     assert env.agent_selection == "player_1"
 
 
@@ -75,7 +75,7 @@ def test_banking_the_target_wins_at_once_but_an_unbanked_turn_total_does_not() -
     env = loaded_env([6] * 9)
     for _ in range(9):
         env.step("[roll]")
-    assert env.state.turn_total == 54 and not env.state.terminal  # only a banked score wins
+    assert env.game_state.turn_total == 54 and not env.game_state.terminal  # only a banked score wins
     assert env.observe("player_0")["observation"][2] == 1.0  # clipped at the target
     env.step("[hold]")
     assert all(env.terminations.values()) and not any(env.truncations.values())
@@ -91,7 +91,7 @@ def test_player_one_can_win_by_target_too() -> None:
     for _ in range(9):
         env.step("[roll]")
     env.step("[hold]")
-    assert env.state.scores == [0, 50]
+    assert env.game_state.scores == [0, 50]
     assert env.rewards == {"player_0": -1.0, "player_1": 1.0}
 
 
@@ -100,15 +100,15 @@ def test_player_one_can_win_by_target_too() -> None:
     [
         ((5, 3, 0, 0), 0, (1.0, -1.0)),
         ((2, 0, 0, 4), 1, (-1.0, 1.0)),
-        ((0, 0, 0, 0), None, (0.0, 0.0)),
+        ((0, 0, 0, 0), NO_WINNER, (0.0, 0.0)),
     ],
 )
 def test_turn_cap_gives_the_game_to_the_higher_banked_score(
-    banks: tuple[int, ...], winner: int | None, rewards: tuple[float, float]
+    banks: tuple[int, ...], winner: int, rewards: tuple[float, float]
 ) -> None:
     env = loaded_env([b for b in banks if b], max_game_turns=4)
     for bank in banks:
-        assert not env.state.terminal
+        assert not env.game_state.terminal
         if bank:
             env.step("[roll]")
         env.step("[hold]")
@@ -124,7 +124,7 @@ def test_a_bust_counts_as_a_turn_against_the_cap() -> None:
     env = loaded_env([1, 1, 1], max_game_turns=3)
     for _ in range(3):
         env.step("[roll]")
-    assert env.state.terminal and env.state.turns_played == 3 and env.rewards["player_0"] == 0.0
+    assert env.game_state.terminal and env.game_state.turns_played == 3 and env.rewards["player_0"] == 0.0
 
 
 def test_default_turn_cap_ends_the_game_before_the_adapter_limit() -> None:
@@ -161,7 +161,7 @@ def test_persistent_rollers_finish_by_the_rules_not_the_adapter_cap(game_id: str
     for seed in range(20):
         env.reset(seed=seed)
         while env.agents and not env.terminations["player_0"]:
-            env.step("[hold]" if env.state.turn_total >= 25 else "[roll]")
+            env.step("[hold]" if env.game_state.turn_total >= 25 else "[roll]")
         assert all(env.terminations.values()) and not any(env.truncations.values())
 
 
@@ -172,7 +172,7 @@ def test_dice_come_from_the_seeded_rng_only() -> None:
         for _ in range(30):
             if env.agents and not env.terminations["player_0"]:
                 env.step("[roll]")
-        return env.state.log.view(0).splitlines()
+        return env.game_state.log.view(0).splitlines()
 
     np.random.seed(123)  # the global RNG must play no part
     first = rolls(7)

@@ -263,3 +263,21 @@ def test_llm_agent_and_evaluate_through_the_engine() -> None:
     assert set(rows) == {("TicTacToe-v0", "random"), ("TicTacToe-v0", "minimax"), ("KuhnPoker-v1", "random"), ("KuhnPoker-v1", "kuhn-nash")}
     assert rows[("TicTacToe-v0", "minimax")].wins == 0
     assert all(r.games == 10 for r in rows.values())
+
+
+def test_text_moves_are_recorded_once_and_capped() -> None:
+    from spiral_agents.arena import replay
+    from spiral_agents.records import MAX_MOVE_CHARS
+
+    long_text = "[Deny] " + "x" * MAX_MOVE_CHARS
+
+    def talker(observation):
+        return long_text
+
+    rollout = RolloutEngine([Matchup("SimpleNegotiation-v1", (policy(), talker))], concurrency=2).run(games=2)
+    texts = [m for r in rollout.games for m in r.moves if isinstance(m["action"], str)]
+    assert texts and all("action_text" not in m for m in texts)
+    assert all(len(m["action"]) <= MAX_MOVE_CHARS for m in texts)
+    assert any(m.get("action_chars") == len(long_text) and m["invalid"] for m in texts)
+    for record in rollout.games:
+        replay(record)

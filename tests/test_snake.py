@@ -48,7 +48,7 @@ def assert_outcome(env: spiral_envs.SpiralAECEnv, winner: str | None) -> None:
 # --- set-up and variants ----------------------------------------------------------------
 def test_default_board_starts_and_apples() -> None:
     env = new_env()
-    state = env.state
+    state = env.game_state
     assert env.game.max_rounds == 40 and env.game.apples == 2
     assert [list(s) for s in state.snakes] == [[(1, 1)], [(3, 3)]]
     assert len(state.apples) == 2 and not state.apples & {(1, 1), (3, 3)}
@@ -63,8 +63,8 @@ def test_width_height_and_size_variants() -> None:
     env = new_env(width=4, height=3, apples=1, max_rounds=7)
     assert env.observe(P0)["observation"].shape == (3, 4, 5)
     assert env.observation_space(P0)["observation"].shape == (3, 4, 5)
-    assert [s[0] for s in env.state.snakes] == [(0, 0), (2, 3)]
-    assert len(env.state.apples) == 1
+    assert [s[0] for s in env.game_state.snakes] == [(0, 0), (2, 3)]
+    assert len(env.game_state.apples) == 1
     assert "Rounds played: 0 of 7" in env.observe(P0)["text"]
     assert new_env(size=6).observe(P1)["observation"].shape == (6, 6, 5)
 
@@ -96,7 +96,7 @@ def test_bad_variants_raise_value_error(kwargs: dict) -> None:
     ],
 )
 def test_moves_and_aliases_parse_case_insensitively(text: str, move: int) -> None:
-    assert new_env().state.parse(text) == Parsed(move)
+    assert new_env().game_state.parse(text) == Parsed(move)
 
 
 @pytest.mark.parametrize("text", ["up", "[north]", "[u p]", "[upp]", "", "[w s]"])
@@ -112,14 +112,14 @@ def test_all_four_directions_always_legal_and_both_pending_at_round_start() -> N
     for agent in (P0, P1):
         assert env.observe(agent)["action_mask"].tolist() == [1, 1, 1, 1]
         assert "Your legal moves: [up], [down], [left], [right]" in env.observe(agent)["text"]
-    assert env.state.to_move(0) and env.state.to_move(1)
+    assert env.game_state.to_move(0) and env.game_state.to_move(1)
     env.step("[right]")
-    assert not env.state.to_move(0) and env.state.to_move(1)
+    assert not env.game_state.to_move(0) and env.game_state.to_move(1)
     assert env.observe(P0)["action_mask"].tolist() == [0, 0, 0, 0]
     assert "Your choice this round: [right]" in env.observe(P0)["text"]
     env.step("[left]")
-    assert env.state.to_move(0) and env.state.to_move(1) and env.state.rounds == 1
-    assert [s[0] for s in env.state.snakes] == [(1, 2), (3, 2)]
+    assert env.game_state.to_move(0) and env.game_state.to_move(1) and env.game_state.rounds == 1
+    assert [s[0] for s in env.game_state.snakes] == [(1, 2), (3, 2)]
     assert "Round 1: Player 0 moved right, Player 1 moved left." in env.observe(P1)["text"]
 
 
@@ -150,7 +150,7 @@ def test_head_on_into_the_same_cell_kills_both_and_equal_scores_draw() -> None:
 def test_swapping_head_to_head_kills_both() -> None:
     env = new_env(width=2, height=3, apples=0)  # snakes at (0, 0) and (2, 1)
     play(env, [("[down]", "[left]")])  # (1, 0) and (2, 0): adjacent
-    assert not env.state.terminal
+    assert not env.game_state.terminal
     play(env, [("[down]", "[up]")])
     assert all("swapped" in cause for cause in env.infos[P0]["deaths"])
     assert_outcome(env, None)
@@ -170,7 +170,7 @@ def test_leaving_the_board_kills(rounds: list, winner: str) -> None:
     loser = 1 if winner == P0 else 0
     assert env.infos[P0]["deaths"][loser] == "hit the wall"
     assert env.infos[P0]["deaths"][1 - loser] is None
-    assert env.state.rounds == 2
+    assert env.game_state.rounds == 2
     assert_outcome(env, winner)
 
 
@@ -183,7 +183,7 @@ class FirstChoice:
 
 def test_eating_an_apple_grows_scores_and_places_a_new_one() -> None:
     env = new_env(seed=3)
-    state = env.state
+    state = env.game_state
     state.apples = {(1, 2), (4, 4)}
     state.rng = FirstChoice()
     play(env, [("[right]", "[left]")])
@@ -201,15 +201,15 @@ def test_eating_an_apple_grows_scores_and_places_a_new_one() -> None:
 
 def test_apples_stay_topped_up_only_while_space_allows() -> None:
     env = new_env(size=2, apples=2)  # two snakes and two apples fill the board
-    assert env.state.apples == {(0, 1), (1, 0)}
+    assert env.game_state.apples == {(0, 1), (1, 0)}
     play(env, [("[right]", "[left]")])  # both eat
-    assert env.state.scores == [1, 1] and env.state.apples == set()
-    assert not env.state.terminal
+    assert env.game_state.scores == [1, 1] and env.game_state.apples == set()
+    assert not env.game_state.terminal
 
 
 def test_turning_back_into_the_neck_is_fatal() -> None:
     env = new_env(apples=0)
-    env.state.apples = {(1, 2)}
+    env.game_state.apples = {(1, 2)}
     play(env, [("[right]", "[left]"), ("[left]", "[right]")])  # player 0 now has length 2
     assert env.infos[P0]["deaths"] == ["ran into its own body", None]
     assert_outcome(env, P1)
@@ -217,27 +217,27 @@ def test_turning_back_into_the_neck_is_fatal() -> None:
 
 def test_length_one_snake_may_reverse() -> None:
     env = play(new_env(apples=0), [("[right]", "[left]"), ("[left]", "[right]")])
-    assert not env.state.terminal and [s[0] for s in env.state.snakes] == [(1, 1), (3, 3)]
+    assert not env.game_state.terminal and [s[0] for s in env.game_state.snakes] == [(1, 1), (3, 3)]
 
 
 def test_running_into_own_body_is_fatal_but_the_moving_tail_is_not() -> None:
     env = new_env(apples=0)
-    env.state.snakes[0] = deque([(1, 1), (1, 2), (2, 2), (2, 1), (2, 0)])
+    env.game_state.snakes[0] = deque([(1, 1), (1, 2), (2, 2), (2, 1), (2, 0)])
     play(env, [("[down]", "[right]")])  # (2, 1) is body, not the tail
     assert env.infos[P0]["deaths"] == ["ran into its own body", None]
     assert_outcome(env, P1)
 
     env = new_env(apples=0)
-    env.state.snakes[0] = deque([(1, 1), (1, 2), (2, 2), (2, 1)])
+    env.game_state.snakes[0] = deque([(1, 1), (1, 2), (2, 2), (2, 1)])
     play(env, [("[down]", "[right]")])  # chasing its own tail, which moves on
-    assert not env.state.terminal
-    assert list(env.state.snakes[0]) == [(2, 1), (1, 1), (1, 2), (2, 2)]
+    assert not env.game_state.terminal
+    assert list(env.game_state.snakes[0]) == [(2, 1), (1, 1), (1, 2), (2, 2)]
 
 
 def test_a_growing_snake_keeps_its_tail() -> None:
     env = new_env(apples=0)
-    env.state.snakes = [deque([(1, 3)]), deque([(2, 2), (2, 3)])]
-    env.state.apples = {(2, 1)}
+    env.game_state.snakes = [deque([(1, 3)]), deque([(2, 2), (2, 3)])]
+    env.game_state.apples = {(2, 1)}
     play(env, [("[down]", "[left]")])  # player 1 eats, so its tail at (2, 3) stays
     assert env.infos[P0]["deaths"] == ["ran into Player 1's body", None]
     assert_outcome(env, P1)
@@ -245,12 +245,12 @@ def test_a_growing_snake_keeps_its_tail() -> None:
 
 def test_running_into_the_opponent_kills_only_the_runner() -> None:
     env = new_env(apples=0)
-    env.state.snakes[1] = deque([(3, 3), (2, 3), (2, 2), (2, 1)])
+    env.game_state.snakes[1] = deque([(3, 3), (2, 3), (2, 2), (2, 1)])
     play(env, [("[down]", "[down]")])  # (2, 1) is player 1's tail: it moves away, safe
-    assert not env.state.terminal and env.state.snakes[0][0] == (2, 1)
+    assert not env.game_state.terminal and env.game_state.snakes[0][0] == (2, 1)
 
     env = new_env(apples=0)
-    env.state.snakes[1] = deque([(3, 3), (2, 3), (2, 2), (2, 1), (2, 0)])
+    env.game_state.snakes[1] = deque([(3, 3), (2, 3), (2, 2), (2, 1), (2, 0)])
     play(env, [("[down]", "[down]")])  # (2, 1) is player 1's body
     assert env.infos[P0]["deaths"] == ["ran into Player 1's body", None]
     assert "Player 1 has the last snake alive and wins." in env.observe(P0)["text"]
@@ -259,7 +259,7 @@ def test_running_into_the_opponent_kills_only_the_runner() -> None:
 
 def test_both_dying_in_one_round_is_decided_by_score() -> None:
     env = new_env(apples=0)
-    env.state.apples = {(1, 2)}
+    env.game_state.apples = {(1, 2)}
     play(env, [("[right]", "[left]")])  # player 0 eats: 1-0; heads (1, 2) and (3, 2)
     play(env, [("[down]", "[up]")])  # both into (2, 2)
     assert all(env.infos[P0]["deaths"])
@@ -270,11 +270,11 @@ def test_both_dying_in_one_round_is_decided_by_score() -> None:
 
 def test_round_limit_is_decided_by_score() -> None:
     env = new_env(apples=0, max_rounds=2)
-    env.state.apples = {(3, 2)}
+    env.game_state.apples = {(3, 2)}
     play(env, [("[right]", "[left]")])  # player 1 eats
-    assert not env.state.terminal
+    assert not env.game_state.terminal
     play(env, [("[right]", "[left]")])
-    assert env.state.rounds == 2 and "round limit (2)" in env.infos[P0]["game_end"]
+    assert env.game_state.rounds == 2 and "round limit (2)" in env.infos[P0]["game_end"]
     assert_outcome(env, P1)
 
     env = play(new_env(apples=0, max_rounds=1), [("[right]", "[left]")])
@@ -286,20 +286,20 @@ def test_default_round_limit_is_forty() -> None:
     env = new_env(apples=0)
     for _ in range(20):  # both snakes pace back and forth in their own rows
         play(env, [("[right]", "[left]"), ("[left]", "[right]")])
-    assert env.state.rounds == 40 and env.infos[P0]["game_end"].startswith("the round limit")
+    assert env.game_state.rounds == 40 and env.infos[P0]["game_end"].startswith("the round limit")
     assert_outcome(env, None)
 
 
 # --- chance -------------------------------------------------------------------------------
 def apple_history(seed: int) -> list:
     env = new_env(seed=seed)
-    seen = [sorted(env.state.apples)]
+    seen = [sorted(env.game_state.apples)]
     moves = [("[down]", "[up]"), ("[down]", "[up]"), ("[right]", "[left]"), ("[right]", "[left]")]
     for move_0, move_1 in moves:
-        if env.state.terminal:
+        if env.game_state.terminal:
             break
         play(env, [(move_0, move_1)])
-        seen.append((sorted(env.state.apples), list(env.state.scores)))
+        seen.append((sorted(env.game_state.apples), list(env.game_state.scores)))
     return seen
 
 
@@ -330,7 +330,7 @@ def test_parallel_env_plays_both_agents_each_cycle() -> None:
         for obs in observations.values():
             assert obs["action_mask"].tolist() == [1, 1, 1, 1]
             assert "Your legal moves" in obs["text"]
-        state = env.unwrapped.state
+        state = env.unwrapped.game_state
         actions = {a: int(rng.integers(4)) for a in env.agents}
         observations, rewards, terminations, _, _ = env.step(actions)
         cycles += 1
@@ -347,7 +347,7 @@ def test_parallel_env_applies_both_moves_at_once() -> None:
     env = pettingzoo.make("parallel", "spiral/Snake-v0", apples=0)
     env.reset(seed=0)
     env.step({P0: RIGHT, P1: LEFT})
-    assert [s[0] for s in env.unwrapped.state.snakes] == [(1, 2), (3, 2)]
+    assert [s[0] for s in env.unwrapped.game_state.snakes] == [(1, 2), (3, 2)]
     _, rewards, terminations, _, infos = env.step({P0: DOWN, P1: UP})  # head-on in (2, 2)
     assert all(terminations.values()) and rewards == {P0: 0, P1: 0}
     assert infos[P0]["outcome"] == "draw"
@@ -357,7 +357,7 @@ def test_parallel_env_applies_both_moves_at_once() -> None:
 @settings(max_examples=200, deadline=None)
 @given(text=st.text(max_size=200))
 def test_any_text_parses_without_raising(text: str) -> None:
-    result = new_env().state.parse(text)
+    result = new_env().game_state.parse(text)
     assert isinstance(result, (Parsed, Invalid))
 
 

@@ -6,6 +6,7 @@ import pytest
 
 import spiral_envs
 from spiral_envs import InvalidMovePolicy
+from spiral_envs.core import NO_WINNER
 
 
 def play(moves: list, **kwargs) -> spiral_envs.SpiralAECEnv:
@@ -38,7 +39,7 @@ def test_full_board_is_a_draw() -> None:
     env = play([0, 1, 2, 4, 3, 5, 7, 6, 8])
     assert all(env.terminations.values())
     assert env.rewards == {"player_0": 0.0, "player_1": 0.0}
-    assert env.infos["player_0"]["winner"] is None
+    assert env.infos["player_0"]["winner"] == NO_WINNER
 
 
 def test_player_0_plays_o_and_moves_first() -> None:
@@ -53,7 +54,7 @@ def test_player_0_plays_o_and_moves_first() -> None:
 
 def test_first_bracketed_integer_is_the_move() -> None:
     env = play(["[x] then [2] and later [5]"])
-    assert env.state.board[2] == 0 and env.state.board[5] == -1
+    assert env.game_state.board[2] == 0 and env.game_state.board[5] == -1
 
 
 @pytest.mark.parametrize(

@@ -201,3 +201,26 @@ def test_print_config_prints_the_resolved_tree(capsys: pytest.CaptureFixture, tm
     assert printed["learner"]["learning_rate"] == 5e-4 and printed["checkpoint"]["keep_last"] == 3
     (tmp_path / "printed.yaml").write_text(text)
     assert load_config(tmp_path / "printed.yaml") == load_config(ROOT / "configs/cpu-demo.yaml", overrides)
+
+
+def test_imports_register_the_users_games_before_games_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "my_config_games.py").write_text(
+        "import spiral_envs\n"
+        "from spiral_envs.games.tictactoe import TicTacToe\n\n\n"
+        "class Mine(TicTacToe):\n"
+        "    id = 'MyConfigTicTacToe-v0'\n\n\n"
+        "spiral_envs.register_game(Mine)\n"
+    )
+    monkeypatch.chdir(tmp_path)  # found in the current folder, as the arena finds it
+    config = load_config(None, ["imports=[my_config_games]", "games=[{id: MyConfigTicTacToe-v0}]"])
+    assert [g.id for g in config.games] == ["MyConfigTicTacToe-v0"]
+    with pytest.raises(ConfigError, match=r"^imports: cannot import 'no_such_module_here'"):
+        load_config(None, ["imports=[no_such_module_here]"])
+
+
+def test_reasoning_eval_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"eval.reasoning.benchmarks: unknown no-such-bench"):
+        load_config(None, ["eval.reasoning.every=5", "eval.reasoning.benchmarks=[no-such-bench]"])
+    with pytest.raises(ConfigError, match=r"eval.reasoning.preset: Input should be 'spiral' or 'greedy'"):
+        load_config(None, ["eval.reasoning.preset=best"])
+    assert load_config(None, ["eval.reasoning.every=5", "eval.reasoning.limit=3"]).eval.reasoning.limit == 3

@@ -70,7 +70,7 @@ def test_defaults_and_text_action_space() -> None:
     assert env.agent_selection == "player_0"
     assert env.action_space("player_0").__class__.__name__ == "TextSpace"
     assert "action_mask" not in env.observe("player_0")
-    state = env.state
+    state = env.game_state
     assert state.true_fact in (1, 2)
     assert state.facts[state.true_fact - 1] != state.facts[2 - state.true_fact]
     assert (state.facts[state.true_fact - 1], state.facts[2 - state.true_fact]) in default_facts()
@@ -78,11 +78,11 @@ def test_defaults_and_text_action_space() -> None:
 
 def test_fact_choice_and_order_come_only_from_the_seed() -> None:
     a, b = fresh(5), fresh(5)
-    assert (a.state.facts, a.state.true_fact) == (b.state.facts, b.state.true_fact)
+    assert (a.game_state.facts, a.game_state.true_fact) == (b.game_state.facts, b.game_state.true_fact)
     drawn = set()
     for seed in range(60):
         env = fresh(seed)
-        drawn.add((env.state.facts, env.state.true_fact))
+        drawn.add((env.game_state.facts, env.game_state.true_fact))
     assert len(drawn) > 40
     assert {true_fact for _, true_fact in drawn} == {1, 2}
 
@@ -114,7 +114,7 @@ def test_six_alternating_turns_then_the_guesser_answers() -> None:
 @pytest.mark.parametrize("answer", [1, 2])
 def test_correct_answer_wins_for_the_guesser_else_the_deceiver(true_fact: int, answer: int) -> None:
     env = fresh()
-    env.state.true_fact = true_fact
+    env.game_state.true_fact = true_fact
     talk(env, 5)
     env.step(f"I pick [Fact {answer}].")
     guesser_wins = answer == true_fact
@@ -163,7 +163,7 @@ def test_a_guess_on_the_wrong_turn_is_invalid(turn: int, text: str) -> None:
 
 def test_illegal_reason_rejects_guess_moves_before_the_final_turn() -> None:
     env = fresh()
-    state = env.state
+    state = env.game_state
     assert state.illegal_reason(1) is not None and state.illegal_reason(CHAT) is None
     talk(env, 5)
     assert state.illegal_reason(2) is None and state.illegal_reason(CHAT) is not None
@@ -173,9 +173,9 @@ def test_an_early_guess_can_be_retried_as_plain_talk() -> None:
     env = fresh(invalid_move={"retries": 1})
     env.step("Trust me: [Fact 2]")
     assert env.infos["player_0"]["invalid_move"] is True
-    assert env.agent_selection == "player_0" and env.state.turns_taken == 0
+    assert env.agent_selection == "player_0" and env.game_state.turns_taken == 0
     env.step("Trust me: Fact 2")
-    assert env.agent_selection == "player_1" and env.state.turns_taken == 1
+    assert env.agent_selection == "player_1" and env.game_state.turns_taken == 1
 
 
 @pytest.mark.parametrize("text", ["I have no idea.", "Fact 1", "[Fact]", "(Fact 2)", ""])
@@ -203,7 +203,7 @@ def test_ambiguous_or_unknown_answers_are_invalid(text: str, reason: str) -> Non
 
 def test_parse_separates_the_answer_from_the_words() -> None:
     env = fresh()
-    state = env.state
+    state = env.game_state
     chat = "just talking [about] things"
     assert state.parse(f"  {chat} ") == Parsed(CHAT, chat)
     assert isinstance(state.parse("I go with [Fact 2]"), Invalid)
@@ -246,10 +246,10 @@ def test_the_guesser_never_learns_which_fact_is_true_before_the_end(seed: int) -
     rng = np.random.default_rng(seed)
     for _ in range(5):
         guesser_view = env.observe("player_1")
-        original = env.state
-        env.state = flipped(original)
+        original = env.game_state
+        env.game_state = flipped(original)
         twin_view = env.observe("player_1")
-        env.state = original
+        env.game_state = original
         assert guesser_view["text"] == twin_view["text"]
         assert guesser_view["observation"].tolist() == twin_view["observation"].tolist()
         assert guesser_view["observation"][2:].tolist() == [0.0, 0.0]
@@ -257,13 +257,13 @@ def test_the_guesser_never_learns_which_fact_is_true_before_the_end(seed: int) -
         assert "is true and" not in guesser_view["text"]
         deceiver = env.observe("player_0")
         assert "Only you know" in deceiver["text"]
-        assert deceiver["observation"][1 + env.state.true_fact] == 1.0
-        env.step(env.state.random_move(rng))
+        assert deceiver["observation"][1 + env.game_state.true_fact] == 1.0
+        env.step(env.game_state.random_move(rng))
 
 
 def test_observation_layout() -> None:
     env = fresh()
-    env.state.true_fact = 2
+    env.game_state.true_fact = 2
     talk(env, 3)
     assert env.observe("player_0")["observation"].tolist() == [0.5, 0.0, 0.0, 1.0]
     assert env.observe("player_1")["observation"].tolist() == [0.5, 1.0, 0.0, 0.0]
@@ -278,8 +278,8 @@ def test_user_facts_file_is_used(tmp_path: Path) -> None:
     line = '{"true": "Snow is  white.", "false": "Snow is green.", "topic": "nature"}'
     path.write_text(line + "\n\n", encoding="utf-8")
     env = fresh(facts_path=path)
-    assert sorted(env.state.facts) == ["Snow is green.", "Snow is white."]
-    assert env.state.facts[env.state.true_fact - 1] == "Snow is white."
+    assert sorted(env.game_state.facts) == ["Snow is green.", "Snow is white."]
+    assert env.game_state.facts[env.game_state.true_fact - 1] == "Snow is white."
     assert TruthAndDeception(facts_path=str(path)).facts == (("Snow is white.", "Snow is green."),)
 
 

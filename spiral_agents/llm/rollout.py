@@ -37,6 +37,8 @@ from spiral_agents.llm.backend import (
     error_generations,
 )
 from spiral_agents.llm.prompts import PromptEncoder, PromptTemplate, template_for_model
+from spiral_agents.play import Forfeit, play_move
+from spiral_agents.records import cut
 from spiral_agents.registry import make_agent
 
 SEATS = spiral_envs.AGENTS
@@ -246,8 +248,10 @@ class RolloutEngine:
             try:
                 action = game.seats[seat].act(env.observe(seat))
                 self._step(game, seat, action)
+            except Forfeit as forfeit:  # an action the env cannot take
+                game.record.error, game.forfeit_by = cut(str(forfeit)), forfeit.seat
             except Exception as error:  # noqa: BLE001 - a failing agent ends only its game
-                game.record.error = f"{seat} raised {type(error).__name__}: {error}"
+                game.record.error = cut(f"{seat} raised {type(error).__name__}: {error}")
                 game.forfeit_by = seat
 
     def _generate(self, group: list[_LiveGame]) -> None:
@@ -318,20 +322,10 @@ class RolloutEngine:
         return outputs
 
     def _step(self, game: _LiveGame, seat: str, action: Any) -> None:
-        names = game.env.game.actions
-        if isinstance(action, np.integer):
-            action = int(action)
-        game.env.step(action)
+        """Play ``action`` and record it as the arena does: an index with its name, a text
+        once, cut to the arena's limit (a longer text is an invalid move)."""
+        game.record.moves.append(play_move(game.env, seat, action))
         game.turn += 1
-        invalid = bool(game.env.infos[seat].get("invalid_move"))
-        text = (
-            names[action] if isinstance(action, int) and names is not None
-            else action.reason if isinstance(action, spiral_envs.Invalid) else action
-        )  # fmt: skip
-        recorded = None if isinstance(action, spiral_envs.Invalid) else action
-        game.record.moves.append(
-            {"seat": seat, "action": recorded, "action_text": text, "invalid": invalid}
-        )
 
     def _finish(self, game: _LiveGame) -> list[TurnSample]:
         record = game.record

@@ -44,7 +44,7 @@ def game_corpus(games_per_id: int = 40, seed: int = 0) -> list[str]:
             env.reset(seed=seed + game)
             while not (env.terminations[env.agent_selection] or env.truncations[env.agent_selection]):
                 texts.append(env.observe(env.agent_selection)["text"])
-                move = env.state.random_move(rng)
+                move = env.game_state.random_move(rng)
                 texts.append(move if isinstance(move, str) else env.game.actions[move])
                 env.step(move)
     return texts

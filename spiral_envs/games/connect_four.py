@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, win_returns
+from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, win_returns, winner_id
+from spiral_envs.render import BLACK, BLUE, RED, WHITE, YELLOW, blank, fill_disc
 
 MARKS = ("X", "O")
 EMPTY = "."
@@ -26,6 +27,8 @@ _DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
 # Matched against the inside of one [...] segment at a time; each quantifier is followed by
 # a character class it cannot match, so a failed match costs time linear in the segment.
 _COLUMN = re.compile(r"\s*(?:col(?:umn)?\s*)?(\d+)\s*", re.ASCII | re.IGNORECASE)
+CELL_PIXELS = 48
+_DISC_COLORS = (RED, YELLOW)
 _TURNS_PER_CELL = 3
 """Adapter turn cap per board cell: a full game takes one move per cell at most, which leaves
 room for two invalid attempts before every move."""
@@ -57,6 +60,7 @@ class ConnectFour(Game):
     observation_shape = (6, 7, 2)
     observation_dtype = np.int8
     max_turns = _TURNS_PER_CELL * 6 * 7
+    legend = "X = Player 0 (player_0), O = Player 1 (player_1), . = empty; column numbers on top"
 
     def __init__(self, rows: int = 6, columns: int = 7) -> None:
         for name, value in (("rows", rows), ("columns", columns)):
@@ -198,7 +202,7 @@ class ConnectFourState(GameState):
 
     def details(self) -> dict[str, Any]:
         return {
-            "winner": self.winner,
+            "winner": winner_id(self.winner),
             "winning_line": self.winning_line,
             "moves": self.moves,
             "board": self.render(),
@@ -221,3 +225,16 @@ class ConnectFourState(GameState):
             lines += [" ".join(cells[i : i + columns]) for i in range(0, len(cells), columns)]
             self._board_text = "\n".join(lines)
         return self._board_text
+
+    def render_rgb(self) -> np.ndarray:
+        """The upright board: red discs for X, yellow for O; a winning line is dotted black."""
+        rows, columns, cell = self.game.rows, self.game.columns, CELL_PIXELS
+        frame = blank(rows * cell, columns * cell, BLUE)
+        winning = set(self.winning_line)
+        for index, owner in enumerate(self.board):
+            row, column = divmod(index, columns)
+            cy, cx = (row + 0.5) * cell, (column + 0.5) * cell
+            fill_disc(frame, cy, cx, 0.4 * cell, WHITE if owner < 0 else _DISC_COLORS[owner])
+            if (row, column) in winning:
+                fill_disc(frame, cy, cx, 0.12 * cell, BLACK)
+        return frame

@@ -36,6 +36,7 @@ class KuhnPoker(Game):
     observation_shape = (20,)
     observation_low = -1.0
     observation_high = 1.0
+    legend = "P0 = player_0, P1 = player_1; chips = chips won so far; betting = this hand's actions"
 
     def __init__(self, rounds: int = 5, ante: int = 1, first_opener: int = 1) -> None:
         if not isinstance(rounds, int) or rounds < 1:

@@ -18,7 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, quote, win_returns
+from spiral_envs.core import (
+    Game,
+    GameState,
+    Invalid,
+    Parsed,
+    bracketed,
+    quote,
+    win_returns,
+    winner_id,
+)
 
 FACES = 6
 _BID = re.compile(r"bid ?:? ?([0-9]+)(?: ?, ?| )([0-9]+)")
@@ -60,6 +69,7 @@ class LiarsDice(Game):
     id = "LiarsDice-v1"
     actions = action_names(5)
     observation_shape = (10,)
+    legend = "P0 = player_0, P1 = player_1; bid QxF = at least Q dice show face F"
 
     def __init__(self, dice: int = 5) -> None:
         if not isinstance(dice, int) or isinstance(dice, bool) or dice < 1:
@@ -242,7 +252,7 @@ class LiarsDiceState(GameState):
     def details(self) -> dict[str, Any]:
         return {
             "dice_left": list(self.dice_left),
-            "winner": self.winner,
+            "winner": winner_id(self.winner),
             "rounds": list(self.rounds),
         }
 

@@ -35,6 +35,7 @@ class SimpleNegotiation(Game):
 
     actions = None
     relays_messages = True
+    legend = "lists are [player_0, player_1]; gains are counted at each player's own values"
     resources: tuple[str, ...]
 
     def __init__(self, turns: int = 10) -> None:

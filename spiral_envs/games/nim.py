@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, win_returns
+from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, win_returns, winner_id
 
 MAX_PILES = 20
 MAX_PILE_SIZE = 100
@@ -60,6 +60,7 @@ class Nim(Game):
     actions = move_names((3, 4, 5))
     observation_shape = (3,)
     max_turns = _TURNS_PER_OBJECT * 12
+    legend = "each | is one object; Player 0 (player_0) moves first"
 
     def __init__(self, piles: Sequence[int] = (3, 4, 5)) -> None:
         # Every bad variant raises ValueError, whatever is wrong with it.
@@ -173,7 +174,7 @@ class NimState(GameState):
         return win_returns(self.winner)
 
     def details(self) -> dict[str, Any]:
-        return {"winner": self.winner, "piles": list(self.piles), "moves": self.moves}
+        return {"winner": winner_id(self.winner), "piles": list(self.piles), "moves": self.moves}
 
     def observation(self, player: int) -> np.ndarray:
         return self._sizes / self.game.largest

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, win_returns
+from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, win_returns, winner_id
 
 ROLL, HOLD = 0, 1
 ACTION_NAMES = ("[roll]", "[hold]")
@@ -46,6 +46,7 @@ class PigDice(Game):
     id = "PigDice-v1"
     actions = ACTION_NAMES
     observation_shape = (4,)
+    legend = "P0 = player_0, P1 = player_1; the turn total belongs to the player to play"
 
     def __init__(self, target: int = 50, max_game_turns: int = 50) -> None:
         for name, value in (("target", target), ("max_game_turns", max_game_turns)):
@@ -174,8 +175,8 @@ class PigDiceState(GameState):
         return {
             "scores": list(self.scores),
             "turns_played": self.turns_played,
-            "winner": self.winner,
-            "decided_by": self.decided_by,
+            "winner": winner_id(self.winner),
+            "decided_by": self.decided_by or "",
         }
 
     def observation(self, player: int) -> np.ndarray:

@@ -27,7 +27,19 @@ from typing import Any
 
 import numpy as np
 
-from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, win_returns
+from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, win_returns, winner_id
+from spiral_envs.render import (
+    BLUE,
+    LIGHT_BLUE,
+    LIGHT_GREY,
+    LIGHT_ORANGE,
+    ORANGE,
+    RED,
+    WHITE,
+    blank,
+    fill_disc,
+    fill_rect,
+)
 
 UP, DOWN, LEFT, RIGHT = range(4)
 ACTION_NAMES = ("[up]", "[down]", "[left]", "[right]")
@@ -47,6 +59,8 @@ _MAX_SIDE = 32
 _VIEWER_SYMBOLS = (("@", "o", "X", "x"), ("X", "x", "@", "o"))
 _SPECTATOR_SYMBOLS = ("A", "a", "B", "b")
 APPLE, EMPTY = "*", "."
+CELL_PIXELS = 48
+_SNAKE_COLORS = ((BLUE, LIGHT_BLUE), (ORANGE, LIGHT_ORANGE))  # (head, body) per player
 
 Cell = tuple[int, int]
 
@@ -81,6 +95,10 @@ class Snake(Game):
     observation_dtype = np.int8
     max_turns = _TURNS_PER_ROUND * 40
     simultaneous = True
+    legend = (
+        "A / a = Player 0's (player_0's) head / body, B / b = Player 1's, * = apple, . = empty; "
+        "up is toward the top row"
+    )
 
     def __init__(
         self,
@@ -282,11 +300,11 @@ class SnakeState(GameState):
 
     def details(self) -> dict[str, Any]:
         return {
-            "winner": self.winner,
+            "winner": winner_id(self.winner),
             "scores": list(self.scores),
             "rounds": self.rounds,
             "deaths": list(self.deaths),
-            "game_end": self.ended_by,
+            "game_end": self.ended_by or "",
             "board": self._board(_SPECTATOR_SYMBOLS),
         }
 
@@ -315,6 +333,22 @@ class SnakeState(GameState):
             for row, column in cells:
                 rows[row][column] = body
         return "\n".join(" ".join(row) for row in rows)
+
+    def render_rgb(self) -> np.ndarray:
+        """The board: Player 0's snake blue, Player 1's orange (heads darker), apples red."""
+        game, cell = self.game, CELL_PIXELS
+        frame = blank(game.height * cell, game.width * cell, WHITE)
+        for row, column in game.cells:
+            fill_rect(frame, row * cell + 1, column * cell + 1, cell - 2, cell - 2, LIGHT_GREY)
+        for row, column in self.apples:
+            fill_disc(frame, (row + 0.5) * cell, (column + 0.5) * cell, 0.3 * cell, RED)
+        inset = cell // 8
+        for player, snake in enumerate(self.snakes):
+            head, body = _SNAKE_COLORS[player]
+            for i, (row, column) in enumerate(snake):
+                top, left = row * cell + inset, column * cell + inset
+                fill_rect(frame, top, left, cell - 2 * inset, cell - 2 * inset, body if i else head)
+        return frame
 
     def state_text(self, player: int) -> str:
         other = 1 - player

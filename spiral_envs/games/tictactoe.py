@@ -7,7 +7,18 @@ from typing import Any
 
 import numpy as np
 
-from spiral_envs.core import Game, GameState, Invalid, Parsed, win_returns
+from spiral_envs.core import Game, GameState, Invalid, Parsed, win_returns, winner_id
+from spiral_envs.render import (
+    BLACK,
+    BLUE,
+    LIGHT_GREY,
+    RED,
+    blank,
+    draw_ring,
+    draw_segment,
+    draw_text,
+    fill_rect,
+)
 
 MARKS = ("O", "X")
 LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6))
@@ -17,6 +28,7 @@ _CELL_NAMES = tuple(f"[{i}]" for i in range(9))
 _FIRST_BRACKETED_INTEGER = re.compile(r"\[\s*(\d+)\s*\]", re.ASCII)
 _LINES_THROUGH = tuple(tuple(line for line in LINES if cell in line) for cell in range(9))
 _HEADERS = tuple(f"Board (you are {mark}):\n" for mark in MARKS)
+CELL_PIXELS = 64
 
 
 class TicTacToe(Game):
@@ -27,6 +39,7 @@ class TicTacToe(Game):
     observation_shape = (3, 3, 2)
     observation_dtype = np.int8
     max_turns = 50
+    legend = "O = Player 0 (player_0), X = Player 1 (player_1); a digit is a free cell's number"
 
     def rules(self, player: int) -> str:
         return (
@@ -102,7 +115,7 @@ class TicTacToeState(GameState):
         return win_returns(self.winner)
 
     def details(self) -> dict[str, Any]:
-        return {"winner": self.winner, "board": self.render()}
+        return {"winner": winner_id(self.winner), "board": self.render()}
 
     def observation(self, player: int) -> np.ndarray:
         return self._planes[player].reshape(3, 3, 2).copy()
@@ -115,3 +128,22 @@ class TicTacToeState(GameState):
 
     def render(self) -> str:
         return _BOARD.format(*self._cells)
+
+    def render_rgb(self) -> np.ndarray:
+        """The board: blue rings for O, red crosses for X, free cells numbered in grey."""
+        cell = CELL_PIXELS
+        frame = blank(3 * cell, 3 * cell)
+        for i in (1, 2):
+            fill_rect(frame, i * cell - 2, 0, 4, 3 * cell, BLACK)
+            fill_rect(frame, 0, i * cell - 2, 3 * cell, 4, BLACK)
+        reach = 0.32 * cell
+        for index, owner in enumerate(self.board):
+            cy, cx = (index // 3 + 0.5) * cell, (index % 3 + 0.5) * cell
+            if owner == 0:
+                draw_ring(frame, cy, cx, reach, cell / 10, BLUE)
+            elif owner == 1:
+                for dx in (-reach, reach):
+                    draw_segment(frame, (cy - reach, cx - dx), (cy + reach, cx + dx), cell / 10, RED)
+            else:
+                draw_text(frame, int(cy) - 8, int(cx) - 5, str(index), LIGHT_GREY)
+        return frame

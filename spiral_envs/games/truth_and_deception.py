@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, win_returns
+from spiral_envs.core import Game, GameState, Invalid, Parsed, bracketed, win_returns, winner_id
 
 DECEIVER, GUESSER = 0, 1
 CHAT = "chat"
@@ -120,6 +120,7 @@ class TruthAndDeception(Game):
     actions = None
     relays_messages = True
     observation_shape = (4,)
+    legend = "Player 0 (player_0) deceives, Player 1 (player_1) guesses"
 
     def __init__(self, turns: int = 6, facts_path: str | os.PathLike[str] | None = None) -> None:
         if not isinstance(turns, int) or isinstance(turns, bool) or turns < 2 or turns % 2:
@@ -287,8 +288,8 @@ class TruthAndDeceptionState(GameState):
         return {
             "facts": list(self.facts),
             "true_fact": self.true_fact,
-            "guess": self.guess,
-            "winner": self.winner(),
+            "guess": 0 if self.guess is None else self.guess,
+            "winner": winner_id(self.winner()),
             "turns_taken": self.turns_taken,
         }
 
