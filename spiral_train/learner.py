@@ -3,6 +3,19 @@
 Old log-probs are recomputed by the learner before the first update of a batch; each epoch
 walks the batch in shuffled mini-batches, each one optimizer step, accumulated over
 micro-batches. The loss core is :func:`spiral_train.loss.policy_loss`.
+
+Precision: trained weights and AdamW's states are float32 (master weights: a parameter loaded
+in bfloat16 or float16 is upcast when the learner takes the model), and on CUDA the passes run
+in bfloat16 under autocast (``bf16``). At SPIRAL's learning rate of 1e-6 an update is about 1 %
+of a bfloat16 weight's spacing, so bfloat16 weights stepped in place would keep almost none of
+it; this is what DeepSpeed's bf16 mode, which SPIRAL trains with, does too. It costs 16 bytes a
+trained parameter (weight, gradient, two moments): 60 GiB for Qwen3-4B.
+
+Speed and memory: a mini-batch is sorted by length and cut into micro-batches of at most
+``micro_batch_size`` sequences and ``micro_batch_tokens`` padded tokens, each padded only to
+its own longest sample. The output layer runs over chunks of :data:`LOGPROB_CHUNK` positions,
+each recomputed in the backward pass, so no full-vocabulary logits of a whole micro-batch are
+kept. Statistics stay on the device: one host sync per optimizer step.
 """
 
 from __future__ import annotations
@@ -12,11 +25,18 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from spiral_train.loss import LossConfig, check_range, policy_loss
+
+if TYPE_CHECKING:
+    from spiral_train.model import FrozenReference
+
+LOGPROB_CHUNK = 1024
+"""Positions whose full-vocabulary logits exist at once (Qwen3: 0.6 GiB in float32)."""
 
 
 @dataclass(frozen=True)
@@ -25,14 +45,18 @@ class LearnerConfig(LossConfig):
 
     learning_rate: float = 1e-6
     weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW's betas (SPIRAL, through oat: 0.9 and 0.95)."""
     warmup_steps: int = 0
     """Optimizer steps over which the learning rate rises linearly to its value."""
     epochs: int = 2
     minibatches: int = 1
     """Optimizer steps per epoch (the batch is split into this many mini-batches)."""
     micro_batch_size: int = 4
-    """Sequences per forward/backward pass (gradient accumulation over the mini-batch)."""
+    """Most sequences per forward/backward pass (gradient accumulation over the mini-batch)."""
+    micro_batch_tokens: int = 0
+    """Most padded tokens (sequences x the longest) per forward/backward pass; 0 = no limit.
+    A sample longer than this goes alone."""
     max_grad_norm: float = 1.0
     max_nonfinite_steps: int = 3
     """Optimizer steps in a row with a non-finite loss or gradient norm (each one skipped) that
@@ -50,9 +74,9 @@ class LearnerConfig(LossConfig):
         for beta in self.betas:
             check_range("betas", beta, 0 <= beta < 1, "must lie in [0, 1)")
         check_range("max_grad_norm", self.max_grad_norm, self.max_grad_norm > 0, "must be positive")
-        for name in ("warmup_steps", "epochs", "minibatches", "micro_batch_size", "max_nonfinite_steps"):
+        for name in ("warmup_steps", "epochs", "minibatches", "micro_batch_size", "micro_batch_tokens", "max_nonfinite_steps"):
             value = getattr(self, name)
-            low = 0 if name == "warmup_steps" else 1
+            low = 0 if name in ("warmup_steps", "micro_batch_tokens") else 1
             check_range(name, value, isinstance(value, int) and value >= low, f"must be an integer >= {low}")
 
 
@@ -92,9 +116,6 @@ class Batch:
     def targets(self) -> torch.Tensor:
         return self.input_ids[:, -self.width :]
 
-    def select(self, index: Sequence[int] | torch.Tensor) -> Batch:
-        return Batch(*(t[index] for t in self._tensors()))
-
     def to(self, device: torch.device) -> Batch:
         return Batch(*(t.to(device) for t in self._tensors()))
 
@@ -129,28 +150,48 @@ def pack(samples: Sequence[Any], advantages: Sequence[float], pad_id: int) -> Ba
 def token_logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Log-probs of ``batch.targets`` under ``model``: [batch, width].
 
-    Only the last ``width + 1`` positions go through the output layer (``logits_to_keep``),
-    which for a large vocabulary is most of the memory a naive pass would take.
+    The decoder runs over the whole batch; the output layer only over the last ``width``
+    positions, :data:`LOGPROB_CHUNK` at a time, each chunk under activation checkpointing when
+    gradients are wanted (its logits are recomputed in the backward pass instead of kept), so
+    the full-vocabulary logits, their float32 copy and the log-softmax never exist for the
+    whole batch. Models whose logits are ``get_output_embeddings()`` of ``get_decoder()``'s
+    last hidden state (Qwen, Llama, Mistral and most causal LMs; LoRA-wrapped too).
     """
     positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(
+    hidden = model.get_decoder()(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=positions,
-        logits_to_keep=batch.width + 1,
-    ).logits[:, :-1]
-    return torch.gather(logits.float().log_softmax(-1), 2, batch.targets[:, :, None]).squeeze(-1)
+        use_cache=False,
+    ).last_hidden_state[:, -batch.width - 1 : -1]
+    head = model.get_output_embeddings()
+    flat, targets = hidden.reshape(-1, hidden.shape[-1]), batch.targets.reshape(-1)
+    grad = torch.is_grad_enabled()
+    parts = [
+        checkpoint(_chunk_logprobs, head, h, t, use_reentrant=False) if grad else _chunk_logprobs(head, h, t)
+        for h, t in zip(flat.split(LOGPROB_CHUNK), targets.split(LOGPROB_CHUNK))
+    ]
+    return torch.cat(parts).view(batch.targets.shape)
+
+
+def _chunk_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = head(hidden).float()
+    return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
 
 
 class Learner:
-    """Owns the trained model, its optimizer and learning-rate schedule."""
+    """Owns the trained model, its optimizer and learning-rate schedule.
+
+    ``reference``, when given, is the frozen policy of the KL penalty (see
+    :class:`spiral_train.model.FrozenReference`).
+    """
 
     def __init__(
         self,
         model: torch.nn.Module,
         config: LearnerConfig,
         pad_id: int,
-        reference: torch.nn.Module | None = None,
+        reference: FrozenReference | None = None,
         seed: int = 0,
     ) -> None:
         self.model = model
@@ -158,16 +199,21 @@ class Learner:
         self.pad_id = pad_id
         self.reference = reference
         self.device = next(model.parameters()).device
-        params = [p for p in model.parameters() if p.requires_grad]
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        for parameter in self.parameters:  # float32 master weights
+            if parameter.is_floating_point() and parameter.dtype != torch.float32:
+                parameter.data = parameter.data.float()
         self.optimizer = torch.optim.AdamW(
-            params, lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay
+            self.parameters, lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.generator = torch.Generator().manual_seed(seed)
         self.nonfinite_streak = 0
         """Optimizer steps skipped in a row for a non-finite loss or gradient norm."""
         if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-            model.gradient_checkpointing_enable()
+            # Non-reentrant: frozen inputs (LoRA's base) need no requires_grad hook, on
+            # transformers 4.x (whose default is reentrant) as on 5.x.
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def _lr_factor(self, step: int) -> float:
         warmup = self.config.warmup_steps
@@ -194,17 +240,33 @@ class Learner:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _micro_batches(self, batch: Batch) -> list[Batch]:
-        size = self.config.micro_batch_size
-        return [batch.select(list(range(i, min(i + size, len(batch))))) for i in range(0, len(batch), size)]
+    def micro_batches(self, indices: Sequence[int], lengths: Sequence[int]) -> list[list[int]]:
+        """``indices`` longest first (``lengths[i]`` tokens each), cut into micro-batches of at
+        most ``micro_batch_size`` sequences and ``micro_batch_tokens`` padded tokens."""
+        size, budget = self.config.micro_batch_size, self.config.micro_batch_tokens
+        order = sorted(indices, key=lambda i: -lengths[i])
+        batches: list[list[int]] = []
+        while order:
+            rows = min(size, max(1, budget // lengths[order[0]])) if budget else size
+            batches.append(order[:rows])
+            order = order[rows:]
+        return batches
+
+    def _pack(self, samples: Sequence[Any], advantages: Sequence[float], rows: list[int]) -> Batch:
+        return pack([samples[i] for i in rows], [advantages[i] for i in rows], self.pad_id).to(self.device)
 
     @torch.no_grad()
-    def _logprobs_of(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-        parts = []
-        for micro in self._micro_batches(batch):
+    def _logprobs_of(
+        self, model: torch.nn.Module, samples: Sequence[Any], advantages: Sequence[float], lengths: list[int], width: int
+    ) -> torch.Tensor:
+        """Log-probs of every sample's response under ``model``: [samples, width] on the
+        learner's device, each row right-aligned (its response ends at the last column)."""
+        out = torch.zeros((len(samples), width), device=self.device)
+        for rows in self.micro_batches(range(len(samples)), lengths):
+            micro = self._pack(samples, advantages, rows)
             with self._autocast():
-                parts.append(token_logprobs(model, micro.to(self.device)).cpu())
-        return torch.cat(parts)
+                out[torch.tensor(rows), -micro.width :] = token_logprobs(model, micro)
+        return out
 
     def reuses_first_pass(self) -> bool:
         """With one optimizer step per epoch the first epoch's forward passes see the old
@@ -214,62 +276,73 @@ class Learner:
     def update(self, samples: Sequence[Any], advantages: Sequence[float]) -> dict[str, float]:
         """PPO epochs over one batch of turn samples; returns the update's metrics."""
         start = time.perf_counter()
-        batch = pack(samples, advantages, self.pad_id)
         cfg = self.config
+        lengths = [len(s.prompt_token_ids) + len(s.response_token_ids) for s in samples]
+        width = max(len(s.response_token_ids) for s in samples)
         reuse_first_pass = self.reuses_first_pass()
         self.model.eval()
-        old = torch.zeros(batch.mask.shape) if reuse_first_pass else self._logprobs_of(self.model, batch)
-        ref = self._logprobs_of(self.reference, batch) if self.reference is not None else None
+        if reuse_first_pass:
+            old = torch.zeros((len(samples), width), device=self.device)
+        else:
+            old = self._logprobs_of(self.model, samples, advantages, lengths, width)
+        ref = None
+        if self.reference is not None:
+            with self.reference.on(self.device) as reference:
+                ref = self._logprobs_of(reference, samples, advantages, lengths, width)
         self.model.train()
         totals = {"loss": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0, "kl": 0.0}
         steps = skipped = 0
+        padded = 0
         for epoch in range(cfg.epochs):
-            order = torch.randperm(len(batch), generator=self.generator)
-            for chunk in order.chunk(max(1, min(cfg.minibatches, len(batch)))):
+            order = torch.randperm(len(samples), generator=self.generator)
+            for chunk in order.chunk(max(1, min(cfg.minibatches, len(samples)))):
                 self.optimizer.zero_grad(set_to_none=True)
-                minibatch_loss, clip_sum, kl_sum, tokens = 0.0, 0.0, 0.0, 0.0
-                for micro_index in chunk.split(cfg.micro_batch_size):
-                    micro = batch.select(micro_index).to(self.device)
+                sums = torch.zeros(4, device=self.device)  # loss, tokens, clipped tokens, KL
+                for rows in self.micro_batches(chunk.tolist(), lengths):
+                    micro = self._pack(samples, advantages, rows)
+                    padded += micro.input_ids.numel()
+                    index = torch.tensor(rows)
                     with self._autocast():
                         logprobs = token_logprobs(self.model, micro)
                     if reuse_first_pass and epoch == 0:
-                        old[micro_index] = logprobs.detach().cpu()
+                        old[index, -micro.width :] = logprobs.detach()
                     loss, stats = policy_loss(
                         logprobs,
-                        old[micro_index].to(self.device),
+                        old[index, -micro.width :],
                         micro.advantages,
                         micro.mask,
                         cfg,
                         sampler_logprobs=micro.sampler_logprobs,
-                        ref_logprobs=None if ref is None else ref[micro_index].to(self.device),
+                        ref_logprobs=None if ref is None else ref[index, -micro.width :],
+                        sequences=len(chunk),
                     )
                     loss.backward()
-                    n_tokens = float(micro.mask.sum())
-                    minibatch_loss += float(loss.detach())
-                    clip_sum += stats["clip_fraction"] * n_tokens
-                    kl_sum += stats.get("kl", 0.0) * n_tokens
-                    tokens += n_tokens
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    sums += torch.stack([loss.detach(), stats["tokens"], stats["clipped"], stats["kl_sum"]])
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm)
+                # the one host sync of this optimizer step
+                loss_value, tokens, clipped, kl_sum, norm = torch.cat([sums, grad_norm.reshape(1).float()]).tolist()
                 steps += 1
-                if not (math.isfinite(minibatch_loss) and bool(torch.isfinite(grad_norm))):
-                    self._skip_step(minibatch_loss, float(grad_norm))
+                if not (math.isfinite(loss_value) and math.isfinite(norm)):
+                    self._skip_step(loss_value, norm)
                     skipped += 1
                 else:
                     self.nonfinite_streak = 0
                     self.optimizer.step()
                     self.scheduler.step()
-                totals["loss"] += minibatch_loss
-                totals["clip_fraction"] += clip_sum / max(tokens, 1.0)
+                totals["loss"] += loss_value
+                totals["clip_fraction"] += clipped / max(tokens, 1.0)
                 totals["kl"] += kl_sum / max(tokens, 1.0)
-                totals["grad_norm"] += float(grad_norm)
+                totals["grad_norm"] += norm
+        self.optimizer.zero_grad(set_to_none=True)  # no gradients kept between updates
         self.model.eval()
         seconds = time.perf_counter() - start
-        trained_tokens = int(batch.attention_mask.sum()) * cfg.epochs
+        trained_tokens = sum(lengths) * cfg.epochs
         metrics = {k: v / steps for k, v in totals.items()}
         metrics.update(
             learning_rate=self.scheduler.get_last_lr()[0],
             learner_seconds=seconds,
             learner_tokens_per_second=trained_tokens / seconds,  # tokens x epochs trained
+            learner_padding=1 - trained_tokens / padded,  # share of the passes' tokens that were padding
             optimizer_steps=steps - skipped,
             skipped_steps=skipped,
         )

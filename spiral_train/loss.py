@@ -1,13 +1,24 @@
-"""The policy loss: token-level PPO clip with Dr. GRPO normalisation.
+"""The policy loss: token-level PPO clip with Dr. GRPO normalisation, as SPIRAL (oat) computes it.
 
 For response token t of a turn with advantage A (the same A on every token of the turn)::
 
     ratio_t = exp(logp_t - old_logp_t)
     loss_t  = -min(ratio_t * A, clip(ratio_t, 1 - eps, 1 + eps) * A)
 
-Token losses are summed over the batch and divided by a constant (the maximum generation
-length), not by the number of tokens: "Dr. GRPO" normalisation, which does not favour short
-or long responses. Options: a truncated importance weight toward the sampler's log-probs
+Normalisation: each sequence's token losses are summed and divided by a constant (the maximum
+generation length, ``normaliser``), not by its number of tokens ("Dr. GRPO", which favours
+neither short nor long responses); the loss of a mini-batch is the mean of these over its
+sequences::
+
+    loss = (1 / N) * sum_sequences( sum_tokens(loss_t) / normaliser )
+
+with N the number of sequences in the mini-batch (oat: ``masked_sum(...) / 4096`` then
+``.mean()``). Micro-batches of one mini-batch pass the mini-batch's N, so their gradients add up
+to the mini-batch's. Positions outside ``mask`` (prompt, padding) are set to 0 with ``where``
+in every input before any arithmetic, so a NaN or infinity there reaches neither the loss nor
+its gradient.
+
+Options: a truncated importance weight toward the sampler's log-probs
 (``min(exp(old_logp - sampler_logp), cap)``, for a generator that drifts from the learner),
 and a KL penalty to a frozen reference (k3 estimator), off by default.
 """
@@ -24,7 +35,8 @@ import torch
 class LossConfig:
     clip: float = 0.2
     normaliser: float = 4096.0
-    """Constant the summed token losses are divided by (SPIRAL: the max generation length)."""
+    """Constant each sequence's summed token losses are divided by (SPIRAL: the max generation
+    length) before the mean over sequences."""
     importance_cap: float | None = None
     """Cap of the truncated importance weight toward sampling log-probs; None disables."""
     kl_coef: float = 0.0
@@ -52,25 +64,37 @@ def policy_loss(
     config: LossConfig,
     sampler_logprobs: torch.Tensor | None = None,
     ref_logprobs: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """PPO-clip loss over response tokens; all tensors are [batch, tokens], ``mask`` 1 on
-    response tokens. Returns the loss and its statistics (clip fraction, KL)."""
-    mask = mask.to(logprobs.dtype)
+    sequences: int | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO-clip loss over response tokens; all tensors are [batch, tokens], ``mask`` true on
+    response tokens. ``sequences`` is the mini-batch's number of sequences (default: this
+    batch's rows). Returns the loss and, as detached 0-dim tensors on the loss's device (no host
+    sync), the number of response tokens, of clipped ones and the summed KL."""
+    mask = mask.bool()
+    zero = logprobs.new_zeros(())
+
+    def response(values: torch.Tensor) -> torch.Tensor:
+        """``values`` with every position outside ``mask`` set to 0: a non-finite value there
+        reaches neither the loss nor, through ``exp``, the gradient."""
+        return torch.where(mask, values, zero)
+
+    logprobs, old_logprobs, advantages = response(logprobs), response(old_logprobs), response(advantages)
     ratio = torch.exp(logprobs - old_logprobs)
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1 - config.clip, 1 + config.clip) * advantages
     token_loss = -torch.minimum(unclipped, clipped)
     if config.importance_cap is not None and sampler_logprobs is not None:
-        weight = torch.exp(old_logprobs - sampler_logprobs).clamp(max=config.importance_cap)
+        weight = torch.exp(old_logprobs - response(sampler_logprobs)).clamp(max=config.importance_cap)
         token_loss = token_loss * weight.detach()
-    stats: dict[str, float] = {}
+    kl_sum = zero
     if config.kl_coef and ref_logprobs is not None:
-        log_ratio = ref_logprobs - logprobs
+        log_ratio = response(ref_logprobs) - logprobs
         kl = torch.exp(log_ratio) - log_ratio - 1
         token_loss = token_loss + config.kl_coef * kl
-        stats["kl"] = float((kl * mask).sum() / mask.sum().clamp(min=1))
-    loss = (token_loss * mask).sum() / config.normaliser
+        kl_sum = response(kl).sum().detach()
+    per_sequence = response(token_loss).sum(dim=-1) / config.normaliser
+    loss = per_sequence.sum() / (sequences or logprobs.shape[0])
     with torch.no_grad():
-        was_clipped = ((ratio - 1).abs() > config.clip).to(mask.dtype)
-        stats["clip_fraction"] = float((was_clipped * mask).sum() / mask.sum().clamp(min=1))
+        was_clipped = ((ratio - 1).abs() > config.clip) & mask
+        stats = {"tokens": mask.sum().to(zero.dtype), "clipped": was_clipped.sum().to(zero.dtype), "kl_sum": kl_sum}
     return loss, stats

@@ -6,10 +6,13 @@ Read top to bottom: :meth:`Trainer.step` is one policy update.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import shutil
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,10 +21,10 @@ import numpy as np
 import torch
 
 from spiral_agents.arena import summarize
-from spiral_agents.llm import attention
 from spiral_agents.llm.agent import evaluate
 from spiral_agents.llm.prompts import make_template
 from spiral_agents.llm.rollout import LLMPolicy, Matchup, RolloutEngine, TurnSample
+from spiral_agents.llm.scoring import ActionScorer
 from spiral_agents.llm.vllm_server import WeightSyncError
 from spiral_train.checkpoint import (
     CheckpointError,
@@ -29,13 +32,14 @@ from spiral_train.checkpoint import (
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
+    step_name,
 )
 from spiral_train.config import TrainConfig
 from spiral_train.learner import Learner, NonFiniteError, nonfinite_parameters
 from spiral_train.metrics import MetricsLogger
+from spiral_train.model import FrozenReference, generator_weights, load_model, turn_stop_ids
 from spiral_train.rae import RoleBaselines
 from spiral_train.run_folder import RunStart, plan_start
-from spiral_train.scoring import ModelKuhnScorer
 from spiral_train.warm_start import warm_start
 
 
@@ -43,52 +47,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def load_model(config: TrainConfig) -> tuple[torch.nn.Module, Any]:
-    """Tokenizer and trainable model (LoRA-wrapped when ``model.lora_rank > 0``)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = config.model.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if device == "cuda" else "float32"
-    tokenizer = AutoTokenizer.from_pretrained(config.model.path)
-    # On the CPU, grouped-query attention without copying key/value heads (same results).
-    kwargs = {"attn_implementation": attention.register()} if device == "cpu" else {}
-    model = AutoModelForCausalLM.from_pretrained(
-        config.model.path, dtype=getattr(torch, dtype), **kwargs
-    ).to(device)
-    if config.model.lora_rank:
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(
-            r=config.model.lora_rank,
-            lora_alpha=config.model.lora_alpha,
-            lora_dropout=config.model.lora_dropout,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora)
-    model.eval()
-    return model, tokenizer
-
-
-def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Full-model weights under the base model's names (LoRA adapters merged in)."""
-    if hasattr(model, "merge_and_unload"):
-        model.merge_adapter()
-        try:
-            base = model.get_base_model()
-            state = {
-                k.replace(".base_layer", ""): v.detach().clone()
-                for k, v in base.state_dict().items()
-                if "lora_" not in k
-            }
-        finally:
-            model.unmerge_adapter()
-        return state
-    return model.state_dict()
 
 
 class Trainer:
@@ -105,7 +63,9 @@ class Trainer:
         self.model, self.tokenizer = load_model(config)
         self.backend = self._generator()
         template = make_template(config.model.template, config.model.path)
-        self.policy = LLMPolicy(self.backend, template, config.sampling, name="policy")
+        stops = sorted({*config.sampling.stop_token_ids, *turn_stop_ids(self.tokenizer)})
+        sampling = replace(config.sampling, stop_token_ids=tuple(stops))
+        self.policy = LLMPolicy(self.backend, template, sampling, name="policy")
         self.matchups = []
         for game in config.games:
             env_kwargs: dict[str, Any] = {"invalid_move": config.rewards.invalid_move}
@@ -117,20 +77,21 @@ class Trainer:
             self.model,
             config.learner,
             pad_id=self.tokenizer.pad_token_id,
-            reference=self._reference() if config.learner.kl_coef else None,
+            reference=FrozenReference.of(config, self.model) if config.learner.kl_coef else None,
             seed=config.seed,
         )
         self.baselines = RoleBaselines(config.rae.alpha, config.rae.update_first)
         self.step_index = 0
         self.samples_seen = 0
         self.games_seen = 0
+        self._reasoning_problems: list[Any] | None = None
 
     def _generator(self) -> Any:
         g = self.config.generator
         if g.backend == "transformers":
             from spiral_agents.llm.hf_backend import TransformersBackend
 
-            return TransformersBackend(self.model, tokenizer=self.tokenizer)
+            return TransformersBackend(self.model, tokenizer=self.tokenizer, max_batch_tokens=g.max_batch_tokens)
         if g.backend == "vllm-server":
             from spiral_agents.llm.vllm_server import VLLMServerBackend
 
@@ -152,19 +113,31 @@ class Trainer:
             max_model_len=g.max_model_len,
             seed=self.config.seed,
             enable_sleep_mode=g.sleep_while_learning,
+            request_seeds=g.request_seeds,
         )
 
     def _sync_weights(self) -> None:
         """Give the generator the learner's weights (the transformers backend shares them)."""
         self._check_weights()
         if self.config.generator.backend != "transformers":
-            self.backend.update_weights(merged_state_dict(self.model))
+            self.backend.update_weights(generator_weights(self.model))
 
-    def _reference(self) -> torch.nn.Module:
-        from transformers import AutoModelForCausalLM
+    def _sleeps(self) -> bool:
+        """Whether the generator gives its memory back while the learner trains."""
+        return self.config.generator.sleep_while_learning and callable(getattr(self.backend, "sleep", None))
 
-        reference = AutoModelForCausalLM.from_pretrained(self.config.model.path, dtype=next(self.model.parameters()).dtype)
-        return reference.to(next(self.model.parameters()).device).eval().requires_grad_(False)
+    def _wake_and_sync(self) -> None:
+        """After an update, in the order that needs least memory: the learner's freed memory
+        goes back to the GPU, the generator's weights wake and get the new ones, the cache is
+        emptied again, and only then the generator's KV cache wakes."""
+        sleeps = self._sleeps()
+        free_cached_memory()
+        if sleeps:
+            self.backend.wake_up(tags=["weights"])
+        self._sync_weights()
+        free_cached_memory()
+        if sleeps:
+            self.backend.wake_up(tags=["kv_cache"])
 
     # --- one policy update -----------------------------------------------------------------
     def step(self) -> dict[str, float]:
@@ -173,30 +146,28 @@ class Trainer:
         engine = RolloutEngine(self.matchups, concurrency=config.concurrency, seed=config.seed * 100_003 + self.step_index)
         rollout = engine.run(turns=config.samples_per_step)
         generated = time.perf_counter()
+        if self._sleeps():  # first: a WeightSyncError here leaves the step as it was
+            self.backend.sleep(level=config.generator.sleep_level)
 
         # A game whose generation failed (the server, not the model) is void: its forfeit
         # is neither trained on nor counted in the game statistics.
         void = {s.episode for s in rollout.samples if s.finish_reason == "error"}
         played = [s for s in rollout.samples if s.episode not in void]
         samples = [s for s in played if s.response_token_ids]
-        advantages = self.baselines.advantages(samples)
+        advantages = self.baselines.advantages(samples)  # every finished game moves the baselines
         metrics = self._game_metrics(played, samples, advantages)
+        if not config.train_all_turns:
+            samples, advantages = self._draw(samples, advantages)
         if config.rae.drop_zero_advantage:
             kept = [(s, a) for s, a in zip(samples, advantages) if a != 0.0]
             samples, advantages = [s for s, _ in kept], [a for _, a in kept]
-        sleep = getattr(self.backend, "sleep", None)
-        if config.generator.sleep_while_learning and callable(sleep):
-            sleep()
         if samples:
             metrics.update(self.learner.update(samples, advantages))
         learned = time.perf_counter()
-        wake = getattr(self.backend, "wake_up", None)
-        if config.generator.sleep_while_learning and callable(wake):
-            wake()
         self.step_index += 1
         self.samples_seen += len(rollout.samples)
         self.games_seen += len(rollout.games)
-        self._sync_weights()  # last: a WeightSyncError leaves a finished step to checkpoint
+        self._wake_and_sync()  # last: a WeightSyncError leaves a finished step to checkpoint
         synced = time.perf_counter()
 
         generated_tokens = sum(len(s.response_token_ids) for s in rollout.samples)
@@ -212,6 +183,16 @@ class Trainer:
             generation_tokens_per_second=generated_tokens / max(generated - start, 1e-9),
         )
         return metrics
+
+    def _draw(self, samples: list[TurnSample], advantages: list[float]) -> tuple[list[TurnSample], list[float]]:
+        """``samples_per_step`` of the turns, drawn uniformly without replacement (all of them
+        when there are fewer), in their order; the draw depends only on the seed and the step."""
+        count = self.config.samples_per_step
+        if len(samples) <= count:
+            return samples, advantages
+        rng = np.random.default_rng([self.config.seed, 3, self.step_index])
+        chosen = np.sort(rng.choice(len(samples), size=count, replace=False))
+        return [samples[i] for i in chosen], [advantages[i] for i in chosen]
 
     def _game_metrics(self, all_samples: list[TurnSample], trained: list[TurnSample], advantages: list[float]) -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -248,8 +229,9 @@ class Trainer:
             policy = LLMPolicy(self.backend, self.policy.template, sampling, name="policy")
             trained = {g.id: g.env_kwargs for g in self.config.games}
             records = []
-            for game_id in e.game_ids:  # a training game is evaluated in its training variant
-                records += evaluate(policy, e.opponents, [game_id], e.games, concurrency=self.config.concurrency, seed=10_000 + self.config.seed, env_kwargs=trained.get(game_id))
+            with self._seeded_requests():
+                for game_id in e.game_ids:  # a training game is evaluated in its training variant
+                    records += evaluate(policy, e.opponents, [game_id], e.games, concurrency=self.config.concurrency, seed=10_000 + self.config.seed, env_kwargs=trained.get(game_id))
             for result in summarize(records):
                 low, high = result.win_interval
                 prefix = f"eval/{result.game}/vs_{result.b}/"
@@ -258,12 +240,47 @@ class Trainer:
                 metrics[prefix + "win_rate_high"] = high
                 metrics[prefix + "non_loss_rate"] = (result.wins + result.draws) / result.games
                 metrics[prefix + "invalid_rate"] = result.a_invalid / max(result.a_moves, 1)
+                metrics[prefix + "mean_reward"] = result.mean_reward  # chips in Kuhn Poker
+                if result.reward_interval is not None:
+                    metrics[prefix + "mean_reward_low"], metrics[prefix + "mean_reward_high"] = result.reward_interval
         if e.kuhn_exploitability:
             from spiral_agents.exact import kuhn_exploitability
 
-            scorer = ModelKuhnScorer(self.model, self.tokenizer, self.policy.template)
+            scorer = ActionScorer(self.model, self.tokenizer, self.policy.template)
             metrics["eval/kuhn_exploitability"] = kuhn_exploitability(scorer)
         return metrics
+
+    def evaluate_reasoning(self) -> dict[str, float]:
+        """``eval.reasoning``'s benchmark subset on the live policy, through the generator."""
+        from spiral_train.reasoning import PRESETS, evaluate_reasoning, load_benchmark
+
+        settings = self.config.eval.reasoning
+        if self._reasoning_problems is None:
+            self._reasoning_problems = [
+                problem
+                for name in settings.benchmarks
+                for problem in load_benchmark(name, settings.data.get(name), limit=settings.limit).problems
+            ]
+        protocol = PRESETS[settings.preset].with_overrides(max_tokens=settings.max_tokens, samples=settings.samples)
+        folder = self.output / "reasoning" / f"step-{self.step_index:06d}"
+        if folder.exists():  # left by a killed run after its last checkpoint, as its metrics
+            shutil.rmtree(folder)
+        with self._seeded_requests():
+            results = evaluate_reasoning(self.backend, self.policy.template, self._reasoning_problems, protocol, output_dir=folder)
+        return results.metrics("eval/reasoning")
+
+    @contextlib.contextmanager
+    def _seeded_requests(self) -> Iterator[None]:
+        """Evaluation seeds every request (reproducible win rates), also where training
+        generates without per-request seeds (``generator.request_seeds``)."""
+        if not hasattr(self.backend, "request_seeds"):
+            yield
+            return
+        training, self.backend.request_seeds = self.backend.request_seeds, True
+        try:
+            yield
+        finally:
+            self.backend.request_seeds = training
 
     # --- checkpoints -------------------------------------------------------------------------
     def _check_weights(self) -> None:
@@ -287,6 +304,11 @@ class Trainer:
         path = save_checkpoint(root, state, self.model, learner.optimizer, learner.scheduler, learner.generator)
         prune_checkpoints(root, self.config.checkpoint.keep_last)
         return path
+
+    def _saved_step(self) -> Path:
+        """This step's checkpoint: the one on disk, else a new one."""
+        saved = self.output / "checkpoints" / step_name(self.step_index)
+        return saved if saved.is_dir() else self.save()
 
     def resume(self, path: Path, hashes: bool = True) -> None:
         """Continue from the checkpoint at ``path`` with this run's settings (a changed
@@ -343,8 +365,10 @@ class Trainer:
                 loss = warm_start(self.model, self.tokenizer, self.policy.template, [g.id for g in config.games], [g.env_kwargs for g in config.games], w.steps, w.batch_size, w.learning_rate, config.seed)
                 self._sync_weights()
                 logger.log(0, {"warm_start/loss": loss})
-            if not resumed and config.eval.every:
-                first = {"step": 0, **self.evaluate()}
+            if not resumed and (config.eval.every or config.eval.reasoning.every):
+                first = {"step": 0, **(self.evaluate() if config.eval.every else {})}
+                if config.eval.reasoning.every:
+                    first.update(self.evaluate_reasoning())
                 logger.log(0, first)
                 history.append(first)
             bar = tqdm(total=config.steps, initial=self.step_index, desc="self-play", disable=not progress)
@@ -352,13 +376,15 @@ class Trainer:
                 try:
                     metrics = self.step()
                 except WeightSyncError as error:
-                    saved = self.save()
+                    saved = self._saved_step()
                     raise WeightSyncError(
                         f"{error}\nStep {self.step_index} is saved in {saved}; with the server "
                         "back, continue with --resume (it sends these weights first)."
                     ) from error
                 if config.eval.every and self.step_index % config.eval.every == 0:
                     metrics.update(self.evaluate())
+                if config.eval.reasoning.every and self.step_index % config.eval.reasoning.every == 0:
+                    metrics.update(self.evaluate_reasoning())
                 logger.log(self.step_index, metrics)
                 history.append({"step": self.step_index, **metrics})
                 if self.step_index % config.checkpoint.every == 0 or self.step_index == config.steps:
@@ -369,6 +395,13 @@ class Trainer:
         finally:
             logger.close()
         return history
+
+
+def free_cached_memory() -> None:
+    """Give the memory PyTorch's allocator holds but no tensor uses back to the GPU (for the
+    generator to wake into)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _postfix(metrics: dict[str, float]) -> dict[str, str]:

@@ -9,8 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from spiral_agents.llm.backend import Backend, SamplingConfig, UpdatableBackend  # noqa: E402
-from spiral_agents.llm.hf_backend import TransformersBackend  # noqa: E402
+from spiral_agents.llm.backend import Backend, SamplingConfig, UpdatableBackend
+from spiral_agents.llm.hf_backend import TransformersBackend
 
 TEXTS = [
     "Tic tac toe. Legal moves: [0] [1] [2] [3]",
@@ -245,11 +245,29 @@ def test_a_bad_request_fails_alone(backend, prompts):
     assert [tokens(outputs)[0][:1], tokens(outputs)[2][:1]] == expected
 
 
+def test_a_token_budget_sizes_each_batch_and_changes_no_output(backend, prompts, monkeypatch):
+    expected = backend.generate(prompts, SAMPLE, seeds=[1, 2, 3, 4])
+    longest = max(map(len, prompts))
+    budget = 2 * (longest + SAMPLE.max_tokens)  # two rows of the longest prompt at most
+    bounded = TransformersBackend(backend.model, tokenizer=backend.tokenizer, max_batch_tokens=budget)
+    chunks = []
+    run = bounded._run_chunk
+    monkeypatch.setattr(bounded, "_run_chunk", lambda chunk, sampling: chunks.append(chunk) or run(chunk, sampling))
+    assert tokens(bounded.generate(prompts, SAMPLE, seeds=[1, 2, 3, 4])) == tokens(expected)
+    assert len(chunks) >= 2 and sum(map(len, chunks)) == len(prompts)
+    for chunk in chunks:  # the preallocated KV cache: rows x (longest prompt + new tokens)
+        assert len(chunk) == 1 or len(chunk) * (max(len(r.ids) for r in chunk) + SAMPLE.max_tokens) <= budget
+    tight = TransformersBackend(backend.model, tokenizer=backend.tokenizer, max_batch_tokens=1)
+    assert tokens(tight.generate(prompts, SAMPLE, seeds=[1, 2, 3, 4])) == tokens(expected)  # one row each
+
+
 def test_bad_configuration_raises(tiny_qwen3, backend, prompts):
     with pytest.raises(ValueError, match="cannot load"):
         TransformersBackend(str(tiny_qwen3 / "missing"), device="cpu")
     with pytest.raises(ValueError, match="batch_size"):
         TransformersBackend(str(tiny_qwen3), batch_size=0)
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        TransformersBackend(str(tiny_qwen3), max_batch_tokens=0)
     with pytest.raises(ValueError, match="dtype"):
         TransformersBackend(str(tiny_qwen3), dtype="int8")
     with pytest.raises(ValueError, match="seeds"):

@@ -196,3 +196,17 @@ def test_end_to_end_with_a_vllm_server_that_reloads_each_update(vllm_server: str
         assert pushed == [1, 2] and resumed.step_index == 2
     finally:
         trainer.backend.update_weights(untrained)  # the session's server goes back to the tiny Qwen3
+
+
+def test_reasoning_subset_is_evaluated_on_the_live_policy(tiny_qwen3: Path, tmp_path: Path) -> None:
+    from spiral_train.metrics import read_metrics
+    from spiral_train.trainer import Trainer
+
+    settings = {"steps": 1, "eval.reasoning.every": 1, "eval.reasoning.limit": 2, "eval.reasoning.max_tokens": 8}
+    trainer = Trainer(load_config(None, tiny_overrides(tiny_qwen3, tmp_path, **settings)))
+    trainer.train(progress=False, log=lambda line: None)
+    logged = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/reasoning/smoke-math/accuracy" in r]
+    assert [r["step"] for r in logged] == [0, 1]
+    assert all(r["eval/reasoning/smoke-math/errors"] == 0 for r in logged)
+    records = (tmp_path / "reasoning" / "step-000001" / "records" / "smoke-math.jsonl").read_text().splitlines()
+    assert len(records) == 2

@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 vllm = pytest.importorskip("vllm")
 
-from spiral_agents.llm.backend import Backend, SamplingConfig, UpdatableBackend  # noqa: E402
-from spiral_agents.llm.vllm_backend import VLLMBackend  # noqa: E402
+from spiral_agents.llm.backend import Backend, SamplingConfig, UpdatableBackend
+from spiral_agents.llm.vllm_backend import VLLMBackend
 
 pytestmark = pytest.mark.slow  # starting the engine alone takes 10-30 s on 2 cores
 
@@ -207,17 +207,36 @@ def test_bad_configuration_raises(tiny_qwen3, backend, prompts, monkeypatch):
         raise ValueError("no such engine")
 
     monkeypatch.setattr(vllm, "LLM", refuse)
-    with pytest.warns(UserWarning, match="sleep"):  # the CPU has no sleep mode
-        with pytest.raises(ValueError, match="no such engine"):
-            VLLMBackend(tiny_qwen3, enable_sleep_mode=True)
+    # the CPU has no sleep mode: a warning, then the engine's error
+    with pytest.warns(UserWarning, match="sleep"), pytest.raises(ValueError, match="no such engine"):
+        VLLMBackend(tiny_qwen3, enable_sleep_mode=True)
 
 
 def test_sleep_and_wake_up_are_no_ops_without_sleep_mode(backend, prompts):
     before = tokens(backend.generate(prompts, GREEDY))
-    backend.sleep()
-    backend.wake_up()
-    assert not backend.sleep_mode and not backend.sleeping
+    backend.sleep(level=2)
+    backend.wake_up(tags=["weights"])
+    backend.wake_up(tags=["kv_cache"])
+    assert not backend.sleep_mode and not backend.asleep
     assert tokens(backend.generate(prompts, GREEDY)) == before
+    with pytest.raises(ValueError, match="sleep level"):
+        backend.sleep(level=3)
+    with pytest.raises(ValueError, match="wake_up tags"):
+        backend.wake_up(tags=["everything"])
+
+
+def test_request_seeds_can_be_left_out_in_training(backend, prompts, monkeypatch):
+    sent = []
+    generate = backend.llm.generate
+    monkeypatch.setattr(backend.llm, "generate", lambda requests, params, **kw: sent.extend(params) or generate(requests, params, **kw))
+    monkeypatch.setattr(backend, "request_seeds", False)
+    outputs = backend.generate(prompts, SAMPLE, seeds=[1, 2, 3])
+    assert [params.seed for params in sent] == [None, None, None]
+    assert all(generation.error is None for (generation,) in outputs)
+    monkeypatch.setattr(backend, "request_seeds", True)
+    sent.clear()
+    backend.generate(prompts, SAMPLE, seeds=[1, 2, 3])
+    assert [params.seed for params in sent] == [1, 2, 3]
 
 
 def perturbed(model, seed: int) -> dict:

@@ -76,6 +76,10 @@ class TransformersBackend:
         dtype: ``"auto"`` (bfloat16 on CUDA, float32 on CPU; a loaded model keeps its own),
             or a dtype name such as ``"float32"``/``"bfloat16"``, or a ``torch.dtype``.
         batch_size: most output rows (prompts times ``n``) decoded together.
+        max_batch_tokens: most tokens decoded together, counting each row as the batch's
+            longest prompt plus its most new tokens: the KV cache preallocated for a batch
+            is this many tokens (Qwen3-4B in bfloat16: 144 KiB a token, 9 GiB for the default).
+            A row longer than this is decoded alone.
         attn_implementation: passed to ``from_pretrained`` (e.g. ``"sdpa"``, ``"eager"``); by
             default ``"sdpa_gqa"`` on the CPU (see :mod:`spiral_agents.llm.attention`).
     """
@@ -88,13 +92,17 @@ class TransformersBackend:
         device: str | None = None,
         dtype: str | torch.dtype = "auto",
         batch_size: int = 64,
+        max_batch_tokens: int = 65536,
         attn_implementation: str | None = None,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be at least 1, got {max_batch_tokens}")
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
         if isinstance(model, (str, Path)):
             self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
             torch_dtype = _resolve_dtype(dtype, self.device)
@@ -172,14 +180,33 @@ class TransformersBackend:
         self.model.eval()
         try:
             with torch.inference_mode():
-                for start in range(0, len(rows), self.batch_size):
-                    chunk = rows[start : start + self.batch_size]
+                for chunk in self._chunks(rows, sampling.max_tokens):
                     outputs.update(self._run_isolated(chunk, sampling))
         finally:
             self.model.train(was_training)
         for (index, sample), generation in sorted(outputs.items()):
             results[index].append(generation)
         return results
+
+    def _chunks(self, rows: list[_Row], max_tokens: int) -> Iterator[list[_Row]]:
+        """Consecutive rows in batches of at most ``batch_size`` rows whose rows, each counted
+        as the batch's longest prompt plus its most new tokens, fit ``max_batch_tokens``."""
+        chunk: list[_Row] = []
+        longest = budget = 0
+        for row in rows:
+            row_budget = self._budget(len(row.ids), max_tokens)
+            wider = max(longest, len(row.ids)), max(budget, row_budget)
+            if chunk and (len(chunk) == self.batch_size or (len(chunk) + 1) * sum(wider) > self.max_batch_tokens):
+                yield chunk
+                chunk, wider = [], (len(row.ids), row_budget)
+            chunk.append(row)
+            longest, budget = wider
+        if chunk:
+            yield chunk
+
+    def _budget(self, prompt_length: int, max_tokens: int) -> int:
+        """New tokens a row of ``prompt_length`` prompt tokens may generate."""
+        return min(max_tokens, self.max_length - prompt_length) if self.max_length else max_tokens
 
     def _run_isolated(self, chunk: list[_Row], sampling: SamplingConfig) -> _Outputs:
         """Run a chunk; if it fails, run each prompt's rows alone so only the culprit errors."""
@@ -201,8 +228,7 @@ class TransformersBackend:
         """Decode one batch with a KV cache; finished rows leave the batch."""
         device = self.device
         lengths = [len(row.ids) for row in chunk]
-        room = [self.max_length - n if self.max_length else sampling.max_tokens for n in lengths]
-        budgets = [min(sampling.max_tokens, r) for r in room]
+        budgets = [self._budget(n, sampling.max_tokens) for n in lengths]
         if self._mergeable_cache:
             parts = [self._prefill(group) for group in _prefix_groups(chunk)]
             cache, mask, logits = self._merge(parts, spare=max(budgets))

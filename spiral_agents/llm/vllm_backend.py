@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     import vllm
 
 EMBEDDINGS = "model.embed_tokens.weight"
+SLEEP_TAGS = ("weights", "kv_cache")
+"""What vLLM's sleep mode releases, in the order it is best woken."""
 
 _FINISH_REASONS: dict[str | None, FinishReason] = {"stop": "stop", "length": "length"}
 
@@ -63,6 +65,9 @@ class VLLMBackend:
         seed: the engine's global seed, used by requests that have no seed of their own.
         enable_sleep_mode: let :meth:`sleep` free GPU memory between rollouts. Where the
             platform has no sleep mode (the CPU) this warns and :meth:`sleep` does nothing.
+        request_seeds: pass each prompt's seed to vLLM (reproducible sampling). Off, seeds
+            are ignored and the engine's own random stream samples: vLLM's sampler then skips
+            a Python loop over seeded requests at every token (a training speed-up on a GPU).
         **engine_kwargs: anything else ``vllm.LLM`` accepts (e.g. ``logprobs_mode``).
 
     Environment defaults, each set only if unset and before vLLM reads it:
@@ -83,6 +88,7 @@ class VLLMBackend:
         enforce_eager: bool | None = None,
         seed: int = 0,
         enable_sleep_mode: bool = False,
+        request_seeds: bool = True,
         **engine_kwargs: Any,
     ) -> None:
         model = str(model)
@@ -141,7 +147,9 @@ class VLLMBackend:
         self.tied_embeddings = bool(
             getattr(model_config.hf_text_config, "tie_word_embeddings", False)
         )
-        self.sleeping = False
+        self.request_seeds = request_seeds
+        self.asleep: set[str] = set()
+        """What :meth:`sleep` released and :meth:`wake_up` has not brought back yet."""
         self._weights_dir: tempfile.TemporaryDirectory[str] | None = None
 
     # -- generation -------------------------------------------------------------------------
@@ -152,13 +160,14 @@ class VLLMBackend:
         sampling: SamplingConfig,
         seeds: Sequence[int | None] | None = None,
     ) -> list[list[Generation]]:
-        """For each prompt, ``sampling.n`` generations; ``seeds[i]`` seeds prompt i's samples.
+        """For each prompt, ``sampling.n`` generations; ``seeds[i]`` seeds prompt i's samples
+        (unless the backend was made with ``request_seeds=False``).
 
         A prompt that cannot be encoded (empty, token ids outside the vocabulary, too long for
         ``max_model_len``) gets error generations of its own; if vLLM fails for the batch,
         every prompt in it does.
         """
-        seeds = check_seeds(prompts, seeds)
+        seeds = check_seeds(prompts, seeds if self.request_seeds else None)
         results: list[list[Generation]] = [[] for _ in prompts]
         requests: list[dict[str, list[int]]] = []
         params: list[vllm.SamplingParams] = []
@@ -272,18 +281,37 @@ class VLLMBackend:
         """Free the engine's accelerator memory while the trainer runs.
 
         Level 1 moves the weights to host memory and drops the KV cache; level 2 drops the
-        weights too (load new ones with :meth:`update_weights` after :meth:`wake_up`). Does
-        nothing unless sleep mode was enabled and the platform has it.
+        weights too (load new ones with :meth:`update_weights` after waking the weights).
+        Does nothing unless sleep mode was enabled and the platform has it.
         """
-        if self.sleep_mode and not self.sleeping:
+        check_sleep_level(level)
+        if self.sleep_mode and not self.asleep:
             self.llm.sleep(level=level)
-            self.sleeping = True
+            self.asleep = set(SLEEP_TAGS)
 
-    def wake_up(self) -> None:
-        """Bring the engine back from :meth:`sleep`; does nothing when it is not asleep."""
-        if self.sleeping:
-            self.llm.wake_up()
-            self.sleeping = False
+    def wake_up(self, tags: Sequence[str] | None = None) -> None:
+        """Bring back what :meth:`sleep` released: ``tags`` of :data:`SLEEP_TAGS`, by default
+        all. Waking ``"weights"`` first, updating them and then waking ``"kv_cache"`` keeps
+        the KV cache out of memory while the weights change. Does nothing for what is awake."""
+        waking = tags_to_wake(tags, self.asleep)
+        if waking:
+            self.llm.wake_up(tags=waking)
+            self.asleep -= set(waking)
+
+
+def check_sleep_level(level: int) -> None:
+    """``ValueError`` unless ``level`` is a sleep level the trainer uses (1 or 2)."""
+    if level not in (1, 2):
+        raise ValueError(f"sleep level must be 1 or 2, got {level!r}")
+
+
+def tags_to_wake(tags: Sequence[str] | None, asleep: set[str]) -> list[str]:
+    """Which of ``tags`` (:data:`SLEEP_TAGS` by default) are asleep, in waking order;
+    ``ValueError`` for a tag that is not one of :data:`SLEEP_TAGS`."""
+    wanted = set(SLEEP_TAGS if tags is None else tags)
+    if not wanted <= set(SLEEP_TAGS):
+        raise ValueError(f"wake_up tags must be among {SLEEP_TAGS}, got {sorted(wanted)}")
+    return [tag for tag in SLEEP_TAGS if tag in wanted & asleep]
 
 
 def add_tied_output_layer(weights: dict[str, torch.Tensor]) -> None:

@@ -8,9 +8,13 @@ block computed with the old weights is reused.
 
 The server must run with ``VLLM_SERVER_DEV_MODE=1``, which adds the ``/collective_rpc`` and
 ``/reset_prefix_cache`` endpoints used here, and must see ``weights_dir`` at the same path
-(the same machine or a shared file system)::
+(the same machine or a shared file system). On the trainer's GPU it also sleeps while the
+learner trains (:meth:`~VLLMServerBackend.sleep`, :meth:`~VLLMServerBackend.wake_up`: the
+dev-mode ``/sleep`` and ``/wake_up`` endpoints), which needs ``--enable-sleep-mode`` (without
+it the server answers but frees nothing), and it must leave the trainer room::
 
-    VLLM_SERVER_DEV_MODE=1 vllm serve Qwen/Qwen3-4B-Base --served-model-name policy
+    VLLM_SERVER_DEV_MODE=1 vllm serve Qwen/Qwen3-4B-Base --served-model-name policy \
+        --enable-sleep-mode --gpu-memory-utilization 0.35
 
 Only the newest checkpoint is kept once the server has loaded it. A reload that fails raises
 :class:`WeightSyncError`: the server may be serving old weights (or none: vLLM's engine does
@@ -23,7 +27,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +36,13 @@ from spiral_agents.llm.openai_backend import (
     CappedBody,
     OpenAICompatibleBackend,
 )
-from spiral_agents.llm.vllm_backend import add_tied_output_layer, save_weights
+from spiral_agents.llm.vllm_backend import (
+    SLEEP_TAGS,
+    add_tied_output_layer,
+    check_sleep_level,
+    save_weights,
+    tags_to_wake,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -73,6 +83,26 @@ class VLLMServerBackend(OpenAICompatibleBackend):
         self.weights_dir = Path(weights_dir).resolve()
         self.reload_timeout = reload_timeout
         self.updates = 0
+        self.asleep: set[str] = set()
+        """What :meth:`sleep` released and :meth:`wake_up` has not brought back yet."""
+
+    def sleep(self, level: int = 1) -> None:
+        """Have the server free its GPU memory (``POST /sleep?level=N``): level 1 keeps a host
+        copy of the weights, level 2 drops them (the next :meth:`update_weights` reloads them
+        all). :class:`WeightSyncError` if the server refuses."""
+        check_sleep_level(level)
+        if not self.asleep:
+            self._post_admin(f"/sleep?level={level}", None, self.reload_timeout)
+            self.asleep = set(SLEEP_TAGS)
+
+    def wake_up(self, tags: Sequence[str] | None = None) -> None:
+        """Bring back ``tags`` of :data:`~spiral_agents.llm.vllm_backend.SLEEP_TAGS` (default
+        all) with ``POST /wake_up?tags=...``; nothing for what is awake."""
+        waking = tags_to_wake(tags, self.asleep)
+        if waking:
+            query = "&".join(f"tags={tag}" for tag in waking)
+            self._post_admin(f"/wake_up?{query}", None, self.reload_timeout)
+            self.asleep -= set(waking)
 
     def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Save ``state_dict`` (Hugging Face names) as a checkpoint and have the server reload
@@ -149,7 +179,7 @@ class VLLMServerBackend(OpenAICompatibleBackend):
         if status == 404:
             raise WeightSyncError(
                 f"POST {url}: 404 Not Found; start the vLLM server with VLLM_SERVER_DEV_MODE=1 "
-                "to allow weight reloads"
+                "to allow weight reloads and sleeping"
             )
         if reply.exceeded:
             raise WeightSyncError(
