@@ -1,9 +1,13 @@
-"""Shared test helpers: random legal play through the public AEC API, a free loopback port."""
+"""Shared test helpers: random legal play through the public AEC API, a free loopback port,
+a loopback HTTP server run in a thread."""
 
 from __future__ import annotations
 
 import socket
-from typing import Any
+import threading
+from collections.abc import Iterator
+from http.server import HTTPServer
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -55,3 +59,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+Server = TypeVar("Server", bound=HTTPServer)
+
+
+def serving(server: Server) -> Iterator[Server]:
+    """Serve ``server`` in a thread for the body of a fixture (``yield from serving(...)``),
+    then shut it down and close its socket."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

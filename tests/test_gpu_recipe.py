@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.test_train_core import S
 from tests.test_train_run import tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import serving
 
 
 def trainer_for(model: Path, output: Path, **extra: object):
@@ -195,12 +195,7 @@ class SleepHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def sleep_server() -> Iterator[SleepServer]:
-    server = SleepServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from serving(SleepServer())
 
 
 def test_a_vllm_server_sleeps_and_wakes_through_its_dev_endpoints(sleep_server: SleepServer, tmp_path: Path) -> None:

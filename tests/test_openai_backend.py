@@ -22,7 +22,7 @@ import pytest
 
 from spiral_agents.llm.backend import Backend, Generation, SamplingConfig
 from spiral_agents.llm.openai_backend import MAX_RETRY_AFTER, OpenAICompatibleBackend, _retry_after
-from tests.helpers import free_port
+from tests.helpers import free_port, serving
 
 SECRET = "sk-test-7f3a9c1e5b"
 HANG_S = 2.0
@@ -149,13 +149,7 @@ class FakeHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[FakeServer]:
-    srv = FakeServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=5)
+    yield from serving(FakeServer())
 
 
 @pytest.fixture(autouse=True)

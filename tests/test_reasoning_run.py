@@ -28,7 +28,7 @@ from spiral_train.reasoning.results import compare, load_results
 
 SMOKE_PROBLEMS = [p for name in SMOKE for p in load_benchmark(name).problems]
 FAST = PRESETS["spiral"].with_overrides(max_tokens=16, samples=2)
-
+from tests.helpers import serving
 
 # --- the protocol ------------------------------------------------------------------------------
 
@@ -170,12 +170,7 @@ class AnswerHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def answer_server() -> Iterator[AnswerServer]:
-    server = AnswerServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from serving(AnswerServer())
 
 
 def cli_run(server: AnswerServer, output: Path, *extra: str) -> int:

@@ -37,6 +37,7 @@ from spiral_agents.llm.rollout import LLMPolicy, Matchup, RolloutEngine
 KEY = "sk-proj-Q7f3a9c1e5bZ2x8Lm4Nw6Rt0Yp1Ks9Dh3Vg5Jc7Ub2Ea"
 VOCAB = 1000
 MiB = 1 << 20
+from tests.helpers import serving
 
 
 def key_pieces(text: str, size: int = 6) -> list[str]:
@@ -146,13 +147,7 @@ def shared_server() -> Iterator[HostileServer]:
 
 
 def _serve() -> Iterator[HostileServer]:
-    srv = HostileServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=5)
+    yield from serving(HostileServer())
 
 
 @pytest.fixture(autouse=True)

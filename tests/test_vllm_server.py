@@ -4,7 +4,6 @@ against a real vLLM server on the tiny Qwen3."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,7 +15,7 @@ from safetensors.torch import load_file
 
 from spiral_agents.llm.backend import SamplingConfig
 from spiral_agents.llm.vllm_server import VLLMServerBackend, WeightSyncError
-from tests.helpers import free_port
+from tests.helpers import free_port, serving
 
 SECRET = "sk-test-reload-42"
 
@@ -62,14 +61,7 @@ class AdminHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def admin() -> Iterator[AdminServer]:
-    server = AdminServer()
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from serving(AdminServer())
 
 
 def tied_weights() -> dict[str, torch.Tensor]:
