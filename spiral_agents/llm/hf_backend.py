@@ -27,6 +27,7 @@ thing from either backend:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,7 @@ class TransformersBackend:
             if dtype != "auto":
                 self.model.to(_resolve_dtype(dtype, self.device))
             source = getattr(model, "name_or_path", "") or model.config._name_or_path
+        self._cache_kwarg = cache_argument(self.model)
         if tokenizer is None or isinstance(tokenizer, (str, Path)):
             tokenizer_source = str(tokenizer) if tokenizer is not None else source
             if not tokenizer_source:
@@ -276,7 +278,7 @@ class TransformersBackend:
                 input_ids=chosen[:, None],
                 attention_mask=mask_buffer[:, :width],
                 position_ids=next_position[:, None],
-                past_key_values=cache,
+                **{self._cache_kwarg: cache},
                 use_cache=True,
             ).logits[:, -1, :]
             next_position = next_position + 1
@@ -304,7 +306,7 @@ class TransformersBackend:
         cache = DynamicCache(config=self.model.config)
         if len(rows) > 1 and shared > 0:
             prefix = torch.tensor([rows[0].ids[:shared]], dtype=torch.long, device=device)
-            self.model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            self.model(input_ids=prefix, **{self._cache_kwarg: cache}, use_cache=True, logits_to_keep=1)
             cache.batch_repeat_interleave(len(rows))
         else:
             shared = 0
@@ -321,7 +323,7 @@ class TransformersBackend:
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, shared:],
-            past_key_values=cache,
+            **{self._cache_kwarg: cache},
             use_cache=True,
             logits_to_keep=1,
         ).logits[:, -1, :]
@@ -516,3 +518,10 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             return i
     return min(len(a), len(b))
 
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The name ``model.forward`` takes its KV cache under: ``cache`` from transformers 5.24
+    (where ``past_key_values`` is deprecated, to go in 5.40), ``past_key_values`` before."""
+    forward = getattr(model, "get_base_model", lambda: model)().forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
