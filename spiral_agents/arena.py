@@ -51,6 +51,7 @@ from spiral_agents.stats import (
     wilson_interval,
 )
 from spiral_agents.supervisor import run_jobs
+from spiral_envs.registry import ADAPTER_KWARGS
 
 __all__ = [
     "SEATS",
@@ -80,14 +81,6 @@ __all__ = [
     "wilson_interval",
     "write_records",
 ]
-
-ADAPTER_KWARGS = tuple(
-    p.name
-    for p in inspect.signature(spiral_envs.env).parameters.values()
-    if p.kind is p.KEYWORD_ONLY
-)
-"""The env adapter's own keyword arguments (``render_mode``, ``invalid_move``, ...)."""
-
 
 def _check_move_timeout(move_timeout: float | None) -> None:
     if move_timeout is not None and not move_timeout > 0:

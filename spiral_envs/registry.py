@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,6 +54,18 @@ def env(
         max_cycles=max_cycles,
         with_text=with_text,
     )
+
+
+ADAPTER_KWARGS = tuple(
+    p.name for p in inspect.signature(env).parameters.values() if p.kind is p.KEYWORD_ONLY
+)
+"""The keyword arguments of the env adapter (``render_mode``, ``invalid_move``, ...); every
+other keyword of :func:`env` is the game's."""
+
+
+def game_kwargs(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The game's own keyword arguments among ``env_kwargs`` (the adapter's left out)."""
+    return {k: v for k, v in env_kwargs.items() if k not in ADAPTER_KWARGS}
 
 
 def parallel_env(game_id: str, **kwargs: Any) -> pettingzoo.ParallelEnv:

@@ -16,15 +16,14 @@ import torch
 import spiral_envs
 from spiral_agents.llm.prompts import PromptTemplate, token_ids
 from spiral_agents.llm.scoring import answer_text
-
-ADAPTER_KWARGS = ("invalid_move", "max_turns", "render_mode")
+from spiral_envs.registry import game_kwargs
 
 
 def format_examples(tokenizer: Any, template: PromptTemplate, games: Sequence[str], env_kwargs: Sequence[dict], count: int, seed: int) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, answer ids) pairs from random legal play of ``games``."""
     rng = np.random.default_rng(seed)
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    envs = [spiral_envs.env(g, **{k: v for k, v in kw.items() if k not in ADAPTER_KWARGS}) for g, kw in zip(games, env_kwargs)]
+    envs = [spiral_envs.env(g, **game_kwargs(kw)) for g, kw in zip(games, env_kwargs)]
     examples: list[tuple[list[int], list[int]]] = []
     episode = 0
     while len(examples) < count:

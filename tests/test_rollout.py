@@ -281,3 +281,11 @@ def test_text_moves_are_recorded_once_and_capped() -> None:
     assert any(m.get("action_chars") == len(long_text) and m["invalid"] for m in texts)
     for record in rollout.games:
         replay(record)
+
+
+def test_every_adapter_keyword_reaches_the_env_not_the_game() -> None:
+    """max_cycles is the adapter's (as render_mode, invalid_move, max_turns): the rollout
+    engine passes it to the env and leaves it out of the game's rules."""
+    engine = RolloutEngine([Matchup("TicTacToe-v0", ("random", "random"), env_kwargs={"max_cycles": 1})])
+    record = engine.run(games=1).games[0]
+    assert len(record.moves) == 2 and record.ended_by != "game over"

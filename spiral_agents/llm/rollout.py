@@ -40,6 +40,7 @@ from spiral_agents.llm.prompts import PromptEncoder, PromptTemplate, template_fo
 from spiral_agents.play import Forfeit, play_move
 from spiral_agents.records import cut
 from spiral_agents.registry import make_agent
+from spiral_envs.registry import game_kwargs
 
 SEATS = spiral_envs.AGENTS
 
@@ -160,7 +161,7 @@ class RolloutEngine:
             raise ValueError("concurrency must be at least 1")
         self.matchups = list(matchups)
         for matchup in self.matchups:
-            spiral_envs.make_game(matchup.game, **_game_kwargs(matchup.env_kwargs))
+            spiral_envs.make_game(matchup.game, **game_kwargs(matchup.env_kwargs))
         weights = np.array([m.weight for m in self.matchups], dtype=np.float64)
         if (weights < 0).any() or weights.sum() <= 0:
             raise ValueError("matchup weights must be non-negative with a positive sum")
@@ -345,11 +346,6 @@ def _check_outputs(outputs: object, prompts: int) -> None:
         first = output[0] if isinstance(output, list) and output else None
         if not (isinstance(first, Generation) and isinstance(first.text, str)):
             raise TypeError(f"output {position} of generate holds no Generation with text")
-
-
-def _game_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
-    adapter = {"render_mode", "invalid_move", "max_turns"}
-    return {k: v for k, v in env_kwargs.items() if k not in adapter}
 
 
 def save_samples(samples: Iterable[TurnSample], path: str | Path) -> None:
