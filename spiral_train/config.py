@@ -277,10 +277,6 @@ class TrainConfig(Section):
         return self.model_dump(mode="json")
 
 
-def to_dict(config: TrainConfig) -> dict[str, Any]:
-    return config.to_dict()
-
-
 # --- files and overrides ------------------------------------------------------------------------
 
 

@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spiral_train.checkpoint import choose_checkpoint, list_checkpoints, set_aside
+from spiral_train.checkpoint import (
+    choose_checkpoint,
+    later_checkpoints,
+    list_checkpoints,
+    set_aside,
+)
 from spiral_train.config import ConfigError, TrainConfig
 
 RUN_FILES = ("checkpoints", "metrics.jsonl", "tensorboard", "served-weights", "reasoning", "learning_curve.png")
@@ -64,7 +69,7 @@ def plan_start(
         step = int(path.name.removeprefix("step-"))
         saved = json.loads((path / "state.json").read_text(encoding="utf-8"))["config"]
         changes = changed_settings(saved, config.to_dict())
-        later = [c.path for c in found if c.step > step]
+        later = later_checkpoints(root, step)
         if later and not overwrite:
             raise RunFolderError(
                 f"{', '.join(p.name for p in later)} in {root} come after {path.name} and the "
