@@ -62,15 +62,17 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(error), 1)
     from spiral_agents.llm.rollout import BackendFailure
     from spiral_agents.llm.vllm_server import WeightSyncError
+    from spiral_train.cluster import WorkerFailure, preflight
     from spiral_train.learner import NonFiniteError
     from spiral_train.trainer import Trainer
 
     try:
-        trainer = Trainer(config)
-        history = trainer.train(start=start, progress=not args.quiet, log=_status)
+        preflight(config)
+        with Trainer(config) as trainer:
+            history = trainer.train(start=start, progress=not args.quiet, log=_status)
     except ConfigError as error:
         return fail("\n".join(f"bad config: {line}" for line in str(error).splitlines()))
-    except (CheckpointError, NonFiniteError, WeightSyncError, BackendFailure) as error:
+    except (CheckpointError, NonFiniteError, WeightSyncError, BackendFailure, WorkerFailure) as error:
         return fail(str(error), 1)
     if args.plot:
         from spiral_train.report import write_report

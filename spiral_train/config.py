@@ -225,6 +225,55 @@ class CheckpointConfig(Section):
     """Checkpoints kept on disk; older ones are deleted (never the newest or ``latest``)."""
 
 
+class ClusterConfig(Section):
+    """Where the workers run. With one learner, one generator and no ``address`` everything runs
+    in this process (no Ray); otherwise on Ray (the ``distributed`` extra): ``learners`` ranks of
+    one torch.distributed group with the model sharded by FSDP2, and ``generators`` rollout
+    workers, each owning a backend."""
+
+    learners: int = Field(1, ge=1)
+    """Learner ranks (torch.distributed over NCCL on GPUs, gloo on the CPU)."""
+    generators: int = Field(1, ge=1)
+    """Generator workers; a step's games are shared between them (the same games whatever
+    their number, see :mod:`spiral_train.seeds`)."""
+    address: str | None = None
+    """An existing Ray cluster to join (``host:port`` of its head, or ``auto``); None starts a
+    local one when Ray is needed."""
+    colocate: bool = False
+    """Each learner rank and one generator share a placement bundle (a GPU: SPIRAL's layout; the
+    generator sleeps while the learners train); needs ``generators == learners``. False puts
+    generators and learners on separate bundles (GPUs)."""
+    gpus_per_learner: float = Field(1.0, ge=0)
+    """GPUs each learner rank takes (0 on a CPU-only cluster)."""
+    gpus_per_generator: float = Field(1.0, ge=0)
+    """GPUs each generator takes; above 1, vLLM's tensor parallelism over that many (a whole
+    number)."""
+    cpus_per_worker: float = Field(1.0, gt=0)
+    """CPUs Ray reserves for each worker."""
+    generator_restarts: int = Field(3, ge=0)
+    """Times Ray restarts a generator worker that died (its games of that step are void)."""
+
+    @property
+    def uses_ray(self) -> bool:
+        """Whether the workers run on Ray (else in this process)."""
+        return self.learners > 1 or self.generators > 1 or self.address is not None
+
+    @model_validator(mode="after")
+    def _placeable(self) -> ClusterConfig:
+        if self.colocate and self.generators != self.learners:
+            raise ValueError(
+                f"colocate: each learner rank shares its bundle with one generator, so generators "
+                f"({self.generators}) must equal learners ({self.learners})"
+            )
+        if self.gpus_per_generator > 1 and not float(self.gpus_per_generator).is_integer():
+            raise ValueError(
+                f"gpus_per_generator: above 1 it is vLLM's tensor-parallel size, a whole number; got {self.gpus_per_generator}"
+            )
+        if self.colocate and self.gpus_per_generator > self.gpus_per_learner:
+            raise ValueError("gpus_per_generator: a colocated generator uses its learner's GPUs; set it <= gpus_per_learner")
+        return self
+
+
 class TrainConfig(Section):
     imports: list[str] = Field(default_factory=list)
     """Your modules to import first, so the games and agents they register can be named
@@ -240,6 +289,7 @@ class TrainConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     steps: int = Field(400, ge=1)
     samples_per_step: int = Field(128, ge=1)
     """Turn samples each policy update trains on: the rollout plays until this many turns are
@@ -270,6 +320,8 @@ class TrainConfig(Section):
             replace(self.sampling, temperature=self.eval.temperature, top_p=self.eval.top_p)
         except ValueError as error:
             raise ValueError(f"eval: {error}") from None
+        if self.generator.backend == "vllm-server" and self.cluster.generators > 1:
+            raise ValueError("cluster.generators: a vllm-server generator is the one running server; set 1")
         return self
 
     def to_dict(self) -> dict[str, Any]:

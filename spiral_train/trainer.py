@@ -1,52 +1,40 @@
-"""The self-play loop: actor (rollout engine, current policy in both seats) -> RAE -> learner
--> weights to the generator, with metrics, evaluation and checkpoints.
+"""The controller of a training run: the step loop over the workers, with metrics, evaluation
+and checkpoints. It holds no model: the generators play (:class:`~spiral_train.workers.
+GeneratorWorker`), the learner ranks train (:class:`~spiral_train.workers.LearnerWorker`), both
+in this process or on Ray (:mod:`spiral_train.cluster`), and :mod:`spiral_train.weight_sync`
+moves the weights between them.
 
 Read top to bottom: :meth:`Trainer.step` is one policy update.
 """
 
 from __future__ import annotations
 
-import contextlib
-import random
+import math
 import shutil
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
-import torch
 
-from spiral_agents.arena import summarize
-from spiral_agents.llm.agent import evaluate
-from spiral_agents.llm.prompts import make_template
-from spiral_agents.llm.rollout import LLMPolicy, Matchup, RolloutEngine, TurnSample
-from spiral_agents.llm.scoring import ActionScorer
+from spiral_agents.arena import GameRecord
+from spiral_agents.llm.rollout import TurnSample
 from spiral_agents.llm.vllm_server import WeightSyncError
-from spiral_train.checkpoint import (
-    CheckpointError,
-    TrainerState,
-    load_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
-    step_name,
-)
+from spiral_train import seeds
+from spiral_train.checkpoint import CheckpointError, TrainerState, prune_checkpoints, step_name
+from spiral_train.cluster import WorkerFailure, start_workers
 from spiral_train.config import TrainConfig
-from spiral_train.learner import Learner, NonFiniteError, nonfinite_parameters
+from spiral_train.evaluation import game_metrics
+from spiral_train.learner import NonFiniteError
 from spiral_train.metrics import MetricsLogger
-from spiral_train.model import FrozenReference, generator_weights, load_model, turn_stop_ids
 from spiral_train.rae import RoleBaselines
 from spiral_train.run_folder import RunStart, plan_start
-from spiral_train.warm_start import warm_start
+from spiral_train.weight_sync import SyncReport, WeightSync
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+FIRST_TURNS_PER_GAME = 2.0
+"""The first step's guess of LLM turns per game, which sizes its first round of games."""
 
 
 class Trainer:
@@ -54,135 +42,122 @@ class Trainer:
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
-        seed_everything(config.seed)
         if config.build_tiny_model:
             from spiral_agents.llm.tiny import ensure_tiny_qwen3
 
             ensure_tiny_qwen3(config.model.path, seed=config.seed)
         self.output = Path(config.output_dir)
-        self.model, self.tokenizer = load_model(config)
-        self.backend = self._generator()
-        template = make_template(config.model.template, config.model.path)
-        stops = sorted({*config.sampling.stop_token_ids, *turn_stop_ids(self.tokenizer)})
-        sampling = replace(config.sampling, stop_token_ids=tuple(stops))
-        self.policy = LLMPolicy(self.backend, template, sampling, name="policy")
-        self.matchups = []
-        for game in config.games:
-            env_kwargs: dict[str, Any] = {"invalid_move": config.rewards.invalid_move}
-            if config.rewards.max_turns is not None:
-                env_kwargs["max_turns"] = config.rewards.max_turns
-            env_kwargs.update(game.env_kwargs)
-            self.matchups.append(Matchup(game.id, (self.policy, self.policy), game.weight, env_kwargs))
-        self.learner = Learner(
-            self.model,
-            config.learner,
-            pad_id=self.tokenizer.pad_token_id,
-            reference=FrozenReference.of(config, self.model) if config.learner.kl_coef else None,
-            seed=config.seed,
-        )
+        self.workers = start_workers(config)
+        self.learners, self.generators = self.workers.learners, self.workers.generators
+        self.weights = WeightSync(self.learners, self.generators)
         self.baselines = RoleBaselines(config.rae.alpha, config.rae.update_first)
         self.step_index = 0
         self.samples_seen = 0
         self.games_seen = 0
+        self.turns_per_game = FIRST_TURNS_PER_GAME
+        """LLM turns per game of the last step: how many games a step's first round plays."""
+        self.generator_failures = 0
         self._reasoning_problems: list[Any] | None = None
 
-    def _generator(self) -> Any:
-        g = self.config.generator
-        if g.backend == "transformers":
-            from spiral_agents.llm.hf_backend import TransformersBackend
+    def close(self) -> None:
+        """Stop the workers (and Ray, if this run started it)."""
+        self.workers.close()
 
-            return TransformersBackend(self.model, tokenizer=self.tokenizer, max_batch_tokens=g.max_batch_tokens)
-        if g.backend == "vllm-server":
-            from spiral_agents.llm.vllm_server import VLLMServerBackend
+    def __enter__(self) -> Self:
+        return self
 
-            return VLLMServerBackend(
-                g.base_url,
-                g.served_model_name or self.config.model.path,
-                self.tokenizer,
-                g.weights_dir or self.output / "served-weights",
-                concurrency=self.config.concurrency,
-                timeout=g.request_timeout,
-                reload_timeout=g.request_timeout,
-                vocab_size=self.model.get_input_embeddings().weight.shape[0],
-            )
-        from spiral_agents.llm.vllm_backend import VLLMBackend
-
-        return VLLMBackend(
-            self.config.model.path,
-            gpu_memory_utilization=g.gpu_memory_utilization,
-            max_model_len=g.max_model_len,
-            seed=self.config.seed,
-            enable_sleep_mode=g.sleep_while_learning,
-            request_seeds=g.request_seeds,
-        )
-
-    def _sync_weights(self) -> None:
-        """Give the generator the learner's weights (the transformers backend shares them)."""
-        self._check_weights()
-        if self.config.generator.backend != "transformers":
-            self.backend.update_weights(generator_weights(self.model))
-
-    def _sleeps(self) -> bool:
-        """Whether the generator gives its memory back while the learner trains."""
-        return self.config.generator.sleep_while_learning and callable(getattr(self.backend, "sleep", None))
-
-    def _wake_and_sync(self) -> None:
-        """After an update, in the order that needs least memory: the learner's freed memory
-        goes back to the GPU, the generator's weights wake and get the new ones, the cache is
-        emptied again, and only then the generator's KV cache wakes."""
-        sleeps = self._sleeps()
-        free_cached_memory()
-        if sleeps:
-            self.backend.wake_up(tags=["weights"])
-        self._sync_weights()
-        free_cached_memory()
-        if sleeps:
-            self.backend.wake_up(tags=["kv_cache"])
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- one policy update -----------------------------------------------------------------
     def step(self) -> dict[str, float]:
         config = self.config
         start = time.perf_counter()
-        engine = RolloutEngine(self.matchups, concurrency=config.concurrency, seed=config.seed * 100_003 + self.step_index)
-        rollout = engine.run(turns=config.samples_per_step)
+        samples, games, lost, calls = self._play()
         generated = time.perf_counter()
-        if self._sleeps():  # first: a WeightSyncError here leaves the step as it was
-            self.backend.sleep(level=config.generator.sleep_level)
+        self.generators.call("sleep")  # first: a WeightSyncError here leaves the step as it was
 
         # A game whose generation failed (the server, not the model) is void: its forfeit
-        # is neither trained on nor counted in the game statistics.
-        void = {s.episode for s in rollout.samples if s.finish_reason == "error"}
-        played = [s for s in rollout.samples if s.episode not in void]
-        samples = [s for s in played if s.response_token_ids]
-        advantages = self.baselines.advantages(samples)  # every finished game moves the baselines
-        metrics = self._game_metrics(played, samples, advantages)
+        # is neither trained on nor counted in the game statistics; so are the games of a
+        # generator that died (they never came back).
+        void = {s.episode for s in samples if s.finish_reason == "error"}
+        played = [s for s in samples if s.episode not in void]
+        trained = [s for s in played if s.response_token_ids]
+        advantages = self.baselines.advantages(trained)  # every finished game moves the baselines
+        metrics = self._game_metrics(played, trained, advantages)
         if not config.train_all_turns:
-            samples, advantages = self._draw(samples, advantages)
+            trained, advantages = self._draw(trained, advantages)
         if config.rae.drop_zero_advantage:
-            kept = [(s, a) for s, a in zip(samples, advantages) if a != 0.0]
-            samples, advantages = [s for s, _ in kept], [a for _, a in kept]
-        if samples:
-            metrics.update(self.learner.update(samples, advantages))
+            kept = [(s, a) for s, a in zip(trained, advantages) if a != 0.0]
+            trained, advantages = [s for s, _ in kept], [a for _, a in kept]
+        if trained:
+            metrics.update(self.learners.first_result("update", trained, advantages))
         learned = time.perf_counter()
         self.step_index += 1
-        self.samples_seen += len(rollout.samples)
-        self.games_seen += len(rollout.games)
-        self._wake_and_sync()  # last: a WeightSyncError leaves a finished step to checkpoint
+        self.samples_seen += len(samples)
+        self.games_seen += len(games)
+        finished = len(games) - len(void)
+        if finished:
+            self.turns_per_game = max(1.0, len(played) / finished)
+        sync = self._wake_and_sync()  # last: a WeightSyncError leaves a finished step to checkpoint
         synced = time.perf_counter()
 
-        generated_tokens = sum(len(s.response_token_ids) for s in rollout.samples)
+        generated_tokens = sum(len(s.response_token_ids) for s in samples)
         metrics.update(
-            samples=len(rollout.samples),
-            trained_samples=len(samples),
-            games=len(rollout.games),
-            void_games=len(void),
-            generation_calls=engine.generation_calls,
+            samples=len(samples),
+            trained_samples=len(trained),
+            games=len(games),
+            void_games=len(void) + lost,
+            generator_failures=self.generator_failures,
+            generation_calls=calls,
             time_generation=generated - start,
             time_learning=learned - generated,
             time_weight_sync=synced - learned,
+            weight_sync_seconds=sync.seconds,
+            weight_sync_bytes=sync.bytes,
             generation_tokens_per_second=generated_tokens / max(generated - start, 1e-9),
         )
         return metrics
+
+    def _play(self) -> tuple[list[TurnSample], list[GameRecord], int, int]:
+        """This step's games: episodes 0, 1, 2, ... in rounds (at most ``concurrency`` games,
+        as many as the last step's turns per game say are needed) until ``samples_per_step``
+        LLM turns are taken, each round's episodes shared between the generators. Which
+        episodes a step plays therefore depends on the games alone, never on the number of
+        generators. Returns the turns (in episode order), the game records, the number of
+        games lost with a generator that died, and the backend calls."""
+        target = self.config.samples_per_step
+        samples: list[TurnSample] = []
+        games: list[GameRecord] = []
+        lost = calls = first = 0
+        while len(samples) < target:
+            count = min(self.config.concurrency, max(1, math.ceil((target - len(samples)) / self.turns_per_game)))
+            episodes = list(range(first, first + count))
+            first += count
+            shares = [episodes[i :: len(self.generators)] for i in range(len(self.generators))]
+            results = self.generators.call_each("play", [(self.step_index, share) for share in shares])
+            before = len(samples)
+            for index, (share, result) in enumerate(zip(shares, results)):
+                if isinstance(result, WorkerFailure):
+                    lost += len(share)
+                    self._revive(index)
+                    continue
+                if isinstance(result, BaseException):
+                    raise result
+                samples += result.samples
+                games += result.games
+                calls += result.generation_calls
+            if len(samples) == before and not lost:
+                break  # no LLM seat to move: more rounds would not add turns
+        samples.sort(key=lambda s: (s.episode, s.turn))
+        return samples, games, lost, calls
+
+    def _revive(self, index: int) -> None:
+        """Generator ``index`` died: wait until Ray has restarted it and give it the current
+        weights before it plays again."""
+        self.generator_failures += 1
+        self.generators.revive(index)
+        self.weights.resend(index)
 
     def _draw(self, samples: list[TurnSample], advantages: list[float]) -> tuple[list[TurnSample], list[float]]:
         """``samples_per_step`` of the turns, drawn uniformly without replacement (all of them
@@ -190,7 +165,7 @@ class Trainer:
         count = self.config.samples_per_step
         if len(samples) <= count:
             return samples, advantages
-        rng = np.random.default_rng([self.config.seed, 3, self.step_index])
+        rng = seeds.draw_rng(self.config.seed, self.step_index)
         chosen = np.sort(rng.choice(len(samples), size=count, replace=False))
         return [samples[i] for i in chosen], [advantages[i] for i in chosen]
 
@@ -225,34 +200,14 @@ class Trainer:
         e = self.config.eval
         metrics: dict[str, float] = {}
         if e.games and e.opponents and e.game_ids:
-            sampling = replace(self.policy.sampling, temperature=e.temperature, top_p=e.top_p)
-            policy = LLMPolicy(self.backend, self.policy.template, sampling, name="policy")
-            trained = {g.id: g.env_kwargs for g in self.config.games}
-            records = []
-            with self._seeded_requests():
-                for game_id in e.game_ids:  # a training game is evaluated in its training variant
-                    records += evaluate(policy, e.opponents, [game_id], e.games, concurrency=self.config.concurrency, seed=10_000 + self.config.seed, env_kwargs=trained.get(game_id))
-            for result in summarize(records):
-                low, high = result.win_interval
-                prefix = f"eval/{result.game}/vs_{result.b}/"
-                metrics[prefix + "win_rate"] = result.win_rate
-                metrics[prefix + "win_rate_low"] = low
-                metrics[prefix + "win_rate_high"] = high
-                metrics[prefix + "non_loss_rate"] = (result.wins + result.draws) / result.games
-                metrics[prefix + "invalid_rate"] = result.a_invalid / max(result.a_moves, 1)
-                metrics[prefix + "mean_reward"] = result.mean_reward  # chips in Kuhn Poker
-                if result.reward_interval is not None:
-                    metrics[prefix + "mean_reward_low"], metrics[prefix + "mean_reward_high"] = result.reward_interval
+            metrics.update(game_metrics(self.generators.call_one(0, "evaluation_games")))
         if e.kuhn_exploitability:
-            from spiral_agents.exact import kuhn_exploitability
-
-            scorer = ActionScorer(self.model, self.tokenizer, self.policy.template)
-            metrics["eval/kuhn_exploitability"] = kuhn_exploitability(scorer)
+            metrics["eval/kuhn_exploitability"] = self.learners.first_result("kuhn_exploitability")
         return metrics
 
     def evaluate_reasoning(self) -> dict[str, float]:
-        """``eval.reasoning``'s benchmark subset on the live policy, through the generator."""
-        from spiral_train.reasoning import PRESETS, evaluate_reasoning, load_benchmark
+        """``eval.reasoning``'s benchmark subset on the live policy, through generator 0."""
+        from spiral_train.reasoning import load_benchmark
 
         settings = self.config.eval.reasoning
         if self._reasoning_problems is None:
@@ -261,31 +216,34 @@ class Trainer:
                 for name in settings.benchmarks
                 for problem in load_benchmark(name, settings.data.get(name), limit=settings.limit).problems
             ]
-        protocol = PRESETS[settings.preset].with_overrides(max_tokens=settings.max_tokens, samples=settings.samples)
         folder = self.output / "reasoning" / f"step-{self.step_index:06d}"
         if folder.exists():  # left by a killed run after its last checkpoint, as its metrics
             shutil.rmtree(folder)
-        with self._seeded_requests():
-            results = evaluate_reasoning(self.backend, self.policy.template, self._reasoning_problems, protocol, output_dir=folder)
-        return results.metrics("eval/reasoning")
+        return self.generators.call_one(0, "evaluate_reasoning", self._reasoning_problems, folder)
 
-    @contextlib.contextmanager
-    def _seeded_requests(self) -> Iterator[None]:
-        """Evaluation seeds every request (reproducible win rates), also where training
-        generates without per-request seeds (``generator.request_seeds``)."""
-        if not hasattr(self.backend, "request_seeds"):
-            yield
-            return
-        training, self.backend.request_seeds = self.backend.request_seeds, True
-        try:
-            yield
-        finally:
-            self.backend.request_seeds = training
+    # --- weights and checkpoints -------------------------------------------------------------
+    def _wake_and_sync(self) -> SyncReport:
+        """After an update, in the order that needs least memory: the learners' freed memory
+        goes back to the GPU, the generators' weights wake and get the new ones, the cache is
+        emptied again, and only then the generators' KV caches wake."""
+        self.learners.call("free_memory")
+        self.generators.call("wake_up", ["weights"])
+        report = self._sync_weights()
+        self.learners.call("free_memory")
+        self.generators.call("wake_up", ["kv_cache"])
+        return report
 
-    # --- checkpoints -------------------------------------------------------------------------
+    def _sync_weights(self) -> SyncReport:
+        """Give every generator the learners' weights (checked finite first)."""
+        self._check_weights()
+        report, dead = self.weights.push()
+        for index in dead:  # a generator that died on the way gets them once it is back
+            self._revive(index)
+        return report
+
     def _check_weights(self) -> None:
         """Non-finite weights are never checkpointed or sent to a generator."""
-        bad = nonfinite_parameters(self.model)
+        bad = self.learners.first_result("nonfinite_weights")
         if bad:
             shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             raise NonFiniteError(
@@ -300,8 +258,7 @@ class Trainer:
             self.step_index, self.samples_seen, self.games_seen, self.baselines.state_dict(), self.config.to_dict()
         )
         root = self.output / "checkpoints"
-        learner = self.learner
-        path = save_checkpoint(root, state, self.model, learner.optimizer, learner.scheduler, learner.generator)
+        path = self.learners.first_result("save", root, state)
         prune_checkpoints(root, self.config.checkpoint.keep_last)
         return path
 
@@ -313,15 +270,14 @@ class Trainer:
     def resume(self, path: Path, hashes: bool = True) -> None:
         """Continue from the checkpoint at ``path`` with this run's settings (a changed
         learning rate, schedule or RAE setting takes effect from here)."""
-        learner = self.learner
-        state = load_checkpoint(path, self.model, learner.optimizer, learner.scheduler, learner.generator, hashes)
+        state = self.learners.first_result("load", path, hashes)
         try:
             self.baselines.load_state_dict(state.baselines)
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"{path / 'state.json'}: unreadable RAE baselines ({error!r})") from None
         self.baselines.alpha, self.baselines.update_first = self.config.rae.alpha, self.config.rae.update_first
         self.step_index, self.samples_seen, self.games_seen = state.step, state.samples, state.games
-        learner.apply_config(self.config.learner)
+        self.learners.call("apply_config", self.config)
         self._sync_weights()
 
     # --- the whole run ----------------------------------------------------------------------
@@ -361,8 +317,7 @@ class Trainer:
         history: list[dict[str, float]] = []
         try:
             if not resumed and config.warm_start.steps:
-                w = config.warm_start
-                loss = warm_start(self.model, self.tokenizer, self.policy.template, [g.id for g in config.games], [g.env_kwargs for g in config.games], w.steps, w.batch_size, w.learning_rate, config.seed)
+                loss = self.learners.first_result("warm_start")
                 self._sync_weights()
                 logger.log(0, {"warm_start/loss": loss})
             if not resumed and (config.eval.every or config.eval.reasoning.every):
@@ -381,6 +336,11 @@ class Trainer:
                         f"{error}\nStep {self.step_index} is saved in {saved}; with the server "
                         "back, continue with --resume (it sends these weights first)."
                     ) from error
+                except WorkerFailure as error:
+                    raise WorkerFailure(
+                        f"{error}\nStep {self.step_index + 1} was not applied; continue with --resume "
+                        f"(from the last checkpoint in {self.output / 'checkpoints'})."
+                    ) from error
                 if config.eval.every and self.step_index % config.eval.every == 0:
                     metrics.update(self.evaluate())
                 if config.eval.reasoning.every and self.step_index % config.eval.reasoning.every == 0:
@@ -395,13 +355,6 @@ class Trainer:
         finally:
             logger.close()
         return history
-
-
-def free_cached_memory() -> None:
-    """Give the memory PyTorch's allocator holds but no tensor uses back to the GPU (for the
-    generator to wake into)."""
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _postfix(metrics: dict[str, float]) -> dict[str, str]:

@@ -126,7 +126,7 @@ def test_changed_settings_take_effect_and_are_reported(two_steps: Path, tiny_qwe
     trainer = _trainer(tiny_qwen3, output, steps=3, **{"learner.learning_rate": "2e-3", "rae.alpha": "0.5"})
     history = trainer.train(start=start, progress=False, log=lambda line: None)
     assert history[-1]["learning_rate"] == 2e-3 and trainer.baselines.alpha == 0.5
-    assert all(group["lr"] == 2e-3 for group in trainer.learner.optimizer.param_groups)
+    assert all(group["lr"] == 2e-3 for group in trainer.learners.workers[0].learner.optimizer.param_groups)
     for change in ("model.lora_rank=4", 'games=[{id = "KuhnPoker-v1", env_kwargs = {rounds = 2}}, {id = "TicTacToe-v0"}]'):
         changed = load_config(None, [*tiny_overrides(tiny_qwen3, output, steps=3), change])
         with pytest.raises(ConfigError, match="cannot change on resume"):
@@ -193,7 +193,7 @@ def test_a_non_finite_step_is_skipped_and_counted_then_the_run_stops(tiny_qwen3:
 def test_non_finite_weights_are_never_saved_or_sent(tiny_qwen3: Path, tmp_path: Path) -> None:
     trainer = _trainer(tiny_qwen3, tmp_path, steps=1)
     with torch.no_grad():
-        next(trainer.model.parameters())[0, 0] = float("nan")
+        next(trainer.learners.workers[0].model.parameters())[0, 0] = float("nan")
     with pytest.raises(NonFiniteError, match="weights hold NaN or infinity"):
         trainer.save()
     with pytest.raises(NonFiniteError):

@@ -45,7 +45,7 @@ def tiny_overrides(model: Path, output: Path, **extra: object) -> list[str]:
 
 
 def _weights(trainer) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    return {k: v.detach().clone() for k, v in trainer.learners.workers[0].model.state_dict().items()}
 
 
 def test_games_with_a_failed_request_are_left_out(tiny_qwen3: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,16 +53,16 @@ def test_games_with_a_failed_request_are_left_out(tiny_qwen3: Path, tmp_path: Pa
     from spiral_train.trainer import Trainer
 
     trainer = Trainer(load_config(None, tiny_overrides(tiny_qwen3, tmp_path, steps=1)))
-    generate = trainer.backend.generate
+    generate = trainer.generators.workers[0].backend.generate
 
     def flaky(prompts, sampling, seeds):
         outputs = generate(prompts, sampling, seeds)
         return [error_generations(1, "HTTP 503") if seed % 3 == 0 else out for out, seed in zip(outputs, seeds)]
 
-    monkeypatch.setattr(trainer.backend, "generate", flaky)
+    monkeypatch.setattr(trainer.generators.workers[0].backend, "generate", flaky)
     trained = []
-    update = trainer.learner.update
-    monkeypatch.setattr(trainer.learner, "update", lambda samples, advantages: trained.extend(samples) or update(samples, advantages))
+    update = trainer.learners.workers[0].learner.update
+    monkeypatch.setattr(trainer.learners.workers[0].learner, "update", lambda samples, advantages: trained.extend(samples) or update(samples, advantages))
     counted = []
     game_metrics = trainer._game_metrics
     monkeypatch.setattr(trainer, "_game_metrics", lambda played, *rest: counted.extend(played) or game_metrics(played, *rest))
@@ -123,13 +123,13 @@ def test_end_to_end_with_transformers_logs_metrics_and_evaluates(tiny_qwen3: Pat
 def _count_pushes(trainer) -> list[int]:
     """Record the step index at each weight push to the generator."""
     pushed: list[int] = []
-    push = trainer.backend.update_weights
+    push = trainer.generators.workers[0].backend.update_weights
 
     def counting(state_dict) -> None:
         pushed.append(trainer.step_index)
         push(state_dict)
 
-    trainer.backend.update_weights = counting
+    trainer.generators.workers[0].backend.update_weights = counting
     return pushed
 
 
@@ -138,8 +138,8 @@ def _assert_generator_runs_the_trained_weights(trainer, untrained: Path) -> None
 
     from spiral_agents.llm.backend import SamplingConfig
 
-    prompt = trainer.policy.prompt("Player 0, your move. Your legal moves: [check], [bet]")
-    generation = trainer.backend.generate([prompt], SamplingConfig(max_tokens=6), [0])[0][0]
+    prompt = trainer.generators.workers[0].policy.prompt("Player 0, your move. Your legal moves: [check], [bet]")
+    generation = trainer.generators.workers[0].backend.generate([prompt], SamplingConfig(max_tokens=6), [0])[0][0]
     ids = torch.tensor([prompt + generation.token_ids])
 
     def logprobs(model: torch.nn.Module) -> torch.Tensor:
@@ -148,7 +148,7 @@ def _assert_generator_runs_the_trained_weights(trainer, untrained: Path) -> None
         return logits.gather(1, torch.tensor(generation.token_ids)[:, None]).squeeze(1)
 
     sampled = torch.tensor(generation.logprobs)
-    assert torch.allclose(sampled, logprobs(trainer.model), atol=1e-3)
+    assert torch.allclose(sampled, logprobs(trainer.learners.workers[0].model), atol=1e-3)
     assert not torch.allclose(sampled, logprobs(AutoModelForCausalLM.from_pretrained(untrained)), atol=1e-3)
 
 
@@ -185,8 +185,8 @@ def test_end_to_end_with_a_vllm_server_that_reloads_each_update(vllm_server: str
         # resumed run sends its weights first, then goes on.
         config = load_config(None, tiny_overrides(tiny_qwen3, tmp_path / "b", steps=2, **served))
         failing = Trainer(config)
-        monkeypatch.setattr(failing.backend, "server_url", f"http://127.0.0.1:{free_port()}")
-        monkeypatch.setattr(failing.backend, "max_retries", 0)
+        monkeypatch.setattr(failing.generators.workers[0].backend, "server_url", f"http://127.0.0.1:{free_port()}")
+        monkeypatch.setattr(failing.generators.workers[0].backend, "max_retries", 0)
         with pytest.raises(WeightSyncError, match="ConnectError(.|\\n)*step-000001(.|\\n)*--resume"):
             failing.train(progress=False)
         assert latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step-000001"
@@ -195,7 +195,7 @@ def test_end_to_end_with_a_vllm_server_that_reloads_each_update(vllm_server: str
         resumed.train(resume=True, progress=False)
         assert pushed == [1, 2] and resumed.step_index == 2
     finally:
-        trainer.backend.update_weights(untrained)  # the session's server goes back to the tiny Qwen3
+        trainer.generators.workers[0].backend.update_weights(untrained)  # the session's server goes back to the tiny Qwen3
 
 
 def test_reasoning_subset_is_evaluated_on_the_live_policy(tiny_qwen3: Path, tmp_path: Path) -> None:

@@ -150,11 +150,18 @@ class _LiveGame:
 class RolloutEngine:
     """Plays ``concurrency`` games at once over a weighted mix of matchups.
 
-    Generation seeds derive from ``seed``, the episode and the turn, so a run with
-    deterministic backends reproduces exactly.
+    Everything random about episode ``e`` derives from ``SeedSequence([*seed, e, ...])``
+    (``seed`` an integer or a list of them: the trainer passes its seed tree's root for the
+    step, see :mod:`spiral_train.seeds`): which matchup it plays (``[*seed, e, 0]``), the env's
+    reset seed (``[*seed, e, 1]``) and each turn's generation seed (``[*seed, e, 2, turn]``). A
+    game therefore depends only on its episode index, not on the games played beside it or the
+    engine's concurrency, so engines that split a step's episodes between them play the same
+    games as one engine (with deterministic backends, exactly).
     """
 
-    def __init__(self, matchups: Sequence[Matchup], *, concurrency: int = 64, seed: int = 0) -> None:
+    def __init__(
+        self, matchups: Sequence[Matchup], *, concurrency: int = 64, seed: int | Sequence[int] = 0
+    ) -> None:
         if not matchups:
             raise ValueError("a rollout needs at least one matchup")
         if concurrency < 1:
@@ -167,29 +174,34 @@ class RolloutEngine:
             raise ValueError("matchup weights must be non-negative with a positive sum")
         self.weights = weights / weights.sum()
         self.concurrency = concurrency
-        self.seed = seed
+        self.seed = [seed] if isinstance(seed, int) else [int(part) for part in seed]
         self.generation_calls = 0
         self._failed_calls: dict[int, int] = {}
 
-    def run(self, *, games: int | None = None, turns: int | None = None) -> Rollout:
-        """Play until ``games`` games have finished, or ``turns`` LLM turns were taken (the
-        games then live are played to their end, so every sample has its reward)."""
-        if (games is None) == (turns is None):
-            raise ValueError("give exactly one of games= or turns=")
-        rng = np.random.default_rng([self.seed, 0])
+    def run(
+        self, *, games: int | None = None, turns: int | None = None, episodes: Iterable[int] | None = None
+    ) -> Rollout:
+        """Play episodes ``0 .. games - 1``, or the given ``episodes``, or episodes from 0 on
+        until ``turns`` LLM turns were taken (the games then live are played to their end, so
+        every sample has its reward)."""
+        if sum(x is not None for x in (games, turns, episodes)) != 1:
+            raise ValueError("give exactly one of games=, turns= or episodes=")
+        queue = iter(range(games) if games is not None else episodes if episodes is not None else ())
         live: list[_LiveGame] = []
         samples: list[TurnSample] = []
         records: list[GameRecord] = []
         started = 0
 
-        def want_more() -> bool:
-            if games is not None:
-                return started < games
-            return sum(len(g.samples) for g in live) + len(samples) < turns  # type: ignore[operator]
+        def next_episode() -> int | None:
+            if turns is None:
+                return next(queue, None)
+            if sum(len(g.samples) for g in live) + len(samples) < turns:
+                return started
+            return None
 
         while True:
-            while len(live) < self.concurrency and want_more():
-                live.append(self._start(started, rng))
+            while len(live) < self.concurrency and (episode := next_episode()) is not None:
+                live.append(self._start(episode))
                 started += 1
             if not live:
                 break
@@ -207,16 +219,19 @@ class RolloutEngine:
                 samples.extend(self._finish(game))
                 records.append(game.record)
         records.sort(key=lambda r: r.seed)
+        samples.sort(key=lambda s: (s.episode, s.turn))
         return Rollout(samples=samples, games=records)
 
     # --- one game ------------------------------------------------------------------------
-    def _start(self, episode: int, rng: np.random.Generator) -> _LiveGame:
-        index = int(rng.choice(len(self.matchups), p=self.weights))
-        matchup = self.matchups[index]
+    def _start(self, episode: int) -> _LiveGame:
+        if episode < 0:
+            raise ValueError(f"episode indices are non-negative, got {episode}")
+        rng = np.random.default_rng([*self.seed, episode, 0])
+        matchup = self.matchups[int(rng.choice(len(self.matchups), p=self.weights))]
         seats = list(matchup.seats)
         if matchup.alternate_seats and episode % 2 == 1:
             seats.reverse()
-        env_seed = int(np.random.SeedSequence([self.seed, 1, episode]).generate_state(1)[0])
+        env_seed = int(np.random.SeedSequence([*self.seed, episode, 1]).generate_state(1)[0])
         seat_map = {seat: self._seat(s, matchup.game, env_seed) for seat, s in zip(SEATS, seats)}
         env = spiral_envs.env(matchup.game, **matchup.env_kwargs)
         env.reset(seed=env_seed)
@@ -260,7 +275,7 @@ class RolloutEngine:
         seats = [g.env.agent_selection for g in group]
         prompts = policy.prompts([g.env.observe(seat)["text"] for g, seat in zip(group, seats)])
         seeds = [
-            int(np.random.SeedSequence([self.seed, 2, g.episode, g.turn]).generate_state(1)[0])
+            int(np.random.SeedSequence([*self.seed, g.episode, 2, g.turn]).generate_state(1)[0])
             for g in group
         ]
         outputs = self._call_backend(policy, prompts, seeds)

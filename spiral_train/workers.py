@@ -1,0 +1,248 @@
+"""The two worker roles of a training run, plain classes that run in the controller's process or
+as Ray actors unchanged (:mod:`spiral_train.cluster` places them).
+
+- :class:`GeneratorWorker` owns one backend and plays the episodes it is given with the rollout
+  engine (and the evaluation games).
+- :class:`LearnerWorker` is one learner rank: the trained model (sharded with FSDP2 when there
+  are several ranks), its optimizer, the warm start and the exact Kuhn evaluation. Every rank
+  is called with the same arguments; the collective methods must be called on all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spiral_agents.arena import GameRecord
+from spiral_agents.llm.prompts import PromptTemplate, make_template
+from spiral_agents.llm.rollout import LLMPolicy, Matchup, RolloutEngine, TurnSample
+from spiral_agents.registry import import_user_modules
+from spiral_train import seeds
+from spiral_train.backends import build_backend, shares_module
+from spiral_train.config import TrainConfig
+from spiral_train.learner import Learner, nonfinite_parameters
+from spiral_train.model import FrozenReference, generator_weights, load_model, turn_stop_ids
+
+
+@dataclass
+class Played:
+    """What a generator played of a step: its games' turns and records, and its backend calls."""
+
+    samples: list[TurnSample]
+    games: list[GameRecord]
+    generation_calls: int
+
+
+def training_matchups(config: TrainConfig, policy: LLMPolicy) -> list[Matchup]:
+    """The policy against itself in every training game, with the run's reward settings."""
+    matchups = []
+    for game in config.games:
+        env_kwargs: dict[str, Any] = {"invalid_move": config.rewards.invalid_move}
+        if config.rewards.max_turns is not None:
+            env_kwargs["max_turns"] = config.rewards.max_turns
+        env_kwargs.update(game.env_kwargs)
+        matchups.append(Matchup(game.id, (policy, policy), game.weight, env_kwargs))
+    return matchups
+
+
+def policy_template(config: TrainConfig) -> PromptTemplate:
+    return make_template(config.model.template, config.model.path)
+
+
+class GeneratorWorker:
+    """A backend and the rollout engine over the episodes the controller gives it.
+
+    ``module`` is the learner's model when this worker runs in the learner's process: a
+    transformers backend then generates with it directly (no weight copies at all).
+    """
+
+    def __init__(self, config: TrainConfig, module: torch.nn.Module | None = None, tokenizer: Any = None) -> None:
+        import_user_modules(config.imports)
+        if tokenizer is None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(config.model.path)
+        self.config = config
+        self.backend = build_backend(config, module, tokenizer)
+        self.shares_weights = shares_module(self.backend, module)
+        """Whether the backend generates with the learner's own module (never synced)."""
+        stops = sorted({*config.sampling.stop_token_ids, *turn_stop_ids(tokenizer)})
+        sampling = replace(config.sampling, stop_token_ids=tuple(stops))
+        self.policy = LLMPolicy(self.backend, policy_template(config), sampling, name="policy")
+        self.matchups = training_matchups(config, self.policy)
+
+    def ping(self) -> int:
+        """This worker's process id (a cheap call that tells the worker is up)."""
+        return os.getpid()
+
+    def shares_learner_module(self) -> bool:
+        return self.shares_weights
+
+    def play(self, step: int, episodes: list[int]) -> Played:
+        """Play ``episodes`` of ``step`` (their seeds come from the seed tree) to their ends."""
+        engine = RolloutEngine(self.matchups, concurrency=self.config.concurrency, seed=seeds.games_root(self.config.seed, step))
+        rollout = engine.run(episodes=episodes)
+        return Played(rollout.samples, rollout.games, engine.generation_calls)
+
+    def update_weights(self, state: dict[str, torch.Tensor]) -> int:
+        """Load the learner's weights (base names, LoRA merged); returns the bytes received."""
+        if not self.shares_weights:
+            self.backend.update_weights(state)
+        return sum(t.numel() * t.element_size() for t in state.values())
+
+    def sleeps(self) -> bool:
+        """Whether the backend gives its memory back while the learners train."""
+        return self.config.generator.sleep_while_learning and callable(getattr(self.backend, "sleep", None))
+
+    def sleep(self) -> None:
+        if self.sleeps():
+            self.backend.sleep(level=self.config.generator.sleep_level)
+
+    def wake_up(self, tags: list[str]) -> None:
+        if self.sleeps():
+            self.backend.wake_up(tags=tags)
+
+    def evaluation_games(self) -> list[GameRecord]:
+        """The policy against ``eval.opponents`` (seeded from the seed tree, every request
+        seeded), each game in its training variant."""
+        from spiral_agents.llm.agent import evaluate
+
+        e = self.config.eval
+        sampling = replace(self.policy.sampling, temperature=e.temperature, top_p=e.top_p)
+        policy = LLMPolicy(self.backend, self.policy.template, sampling, name="policy")
+        trained = {g.id: g.env_kwargs for g in self.config.games}
+        seed = seeds.derived_seed(self.config.seed, seeds.EVALUATION)
+        records: list[GameRecord] = []
+        with seeded_requests(self.backend):
+            for game_id in e.game_ids:
+                records += evaluate(policy, e.opponents, [game_id], e.games, concurrency=self.config.concurrency, seed=seed, env_kwargs=trained.get(game_id))
+        return records
+
+    def evaluate_reasoning(self, problems: list[Any], folder: Path) -> dict[str, float]:
+        """``eval.reasoning``'s protocol on ``problems``, outputs under ``folder``."""
+        from spiral_train.reasoning import PRESETS, evaluate_reasoning
+
+        settings = self.config.eval.reasoning
+        protocol = PRESETS[settings.preset].with_overrides(max_tokens=settings.max_tokens, samples=settings.samples)
+        with seeded_requests(self.backend):
+            results = evaluate_reasoning(self.backend, self.policy.template, problems, protocol, output_dir=folder)
+        return results.metrics("eval/reasoning")
+
+
+@contextlib.contextmanager
+def seeded_requests(backend: Any) -> Iterator[None]:
+    """Within the block the backend seeds every request (reproducible evaluations), also
+    where training generates without per-request seeds (``generator.request_seeds``)."""
+    if not hasattr(backend, "request_seeds"):
+        yield
+        return
+    training, backend.request_seeds = backend.request_seeds, True
+    try:
+        yield
+    finally:
+        backend.request_seeds = training
+
+
+class LearnerWorker:
+    """One learner rank. ``rank`` and ``world_size`` > 1 join the torch.distributed group at
+    ``master`` (``host:port``: gloo on the CPU, NCCL on GPUs) and shard the model with FSDP2."""
+
+    def __init__(self, config: TrainConfig, rank: int = 0, world_size: int = 1, master: str | None = None) -> None:
+        import_user_modules(config.imports)
+        self.config = config
+        self.rank, self.world_size = rank, world_size
+        if world_size > 1:
+            init_process_group(rank, world_size, master)
+        self.model, self.tokenizer = load_model(config)
+        if world_size > 1:
+            from spiral_train.sharding import shard_model
+
+            self.model = shard_model(self.model)
+        self.learner = Learner(
+            self.model,
+            config.learner,
+            pad_id=self.tokenizer.pad_token_id,
+            reference=FrozenReference.of(config, self.model) if config.learner.kl_coef else None,
+            seed=seeds.derived_seed(config.seed, seeds.LEARNER),
+        )
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    def warm_start(self) -> float:
+        """The supervised format pass of ``warm_start`` (fresh runs); the last batch's loss.
+        Every rank trains on the same batches."""
+        from spiral_train.warm_start import warm_start
+
+        w, config = self.config.warm_start, self.config
+        games = [g.id for g in config.games]
+        seed = seeds.derived_seed(config.seed, seeds.WARM_START)
+        return warm_start(self.model, self.tokenizer, policy_template(config), games, [g.env_kwargs for g in config.games], w.steps, w.batch_size, w.learning_rate, seed)
+
+    def update(self, samples: list[TurnSample], advantages: list[float]) -> dict[str, float]:
+        """One PPO update on the step's samples (every rank gets all of them)."""
+        return self.learner.update(samples, advantages)
+
+    def nonfinite_weights(self) -> list[str]:
+        """Names of weights holding NaN or infinity (the same answer on every rank)."""
+        return nonfinite_parameters(self.model)
+
+    def generator_state(self) -> dict[str, torch.Tensor] | None:
+        """The full weights for a generator (base names, LoRA merged) on rank 0, else None;
+        one rank hands over its own tensors where it can (no copy)."""
+        if self.world_size == 1:
+            return generator_weights(self.model)
+        from spiral_train.sharding import generator_state
+
+        return generator_state(self.model)
+
+    def free_memory(self) -> None:
+        """Give the memory the allocator caches back to the GPU (for a generator to wake into)."""
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def kuhn_exploitability(self) -> float:
+        """Exact exploitability of the model's own action probabilities (every rank runs the
+        same passes; sharded ones need that)."""
+        from spiral_agents.exact import kuhn_exploitability
+        from spiral_agents.llm.scoring import ActionScorer
+
+        return kuhn_exploitability(ActionScorer(self.model, self.tokenizer, policy_template(self.config)))
+
+    def save(self, root: Path, state: Any) -> Path:
+        """Checkpoint the learner with the controller's ``state`` under ``root``."""
+        from spiral_train.checkpoint import save_checkpoint
+
+        learner = self.learner
+        return save_checkpoint(root, state, self.model, learner.optimizer, learner.scheduler, learner.generator)
+
+    def load(self, path: Path, hashes: bool) -> Any:
+        """Restore the learner from the checkpoint at ``path``; the controller's state back."""
+        from spiral_train.checkpoint import load_checkpoint
+
+        learner = self.learner
+        return load_checkpoint(path, self.model, learner.optimizer, learner.scheduler, learner.generator, hashes)
+
+    def apply_config(self, config: TrainConfig) -> None:
+        """Use a resumed run's learner settings from here on."""
+        self.config = config
+        self.learner.apply_config(config.learner)
+
+
+def init_process_group(rank: int, world_size: int, master: str | None) -> None:
+    """Join the learners' torch.distributed group (NCCL where CUDA is, else gloo)."""
+    import torch.distributed as dist
+
+    if master is None:
+        raise ValueError("several learner ranks need the group's master address host:port")
+    host, port = master.rsplit(":", 1)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(0)  # Ray shows each rank only its own GPUs
+    dist.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=rank, world_size=world_size)
