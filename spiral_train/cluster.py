@@ -59,6 +59,8 @@ class InProcess:
         """Call every worker (a collective), keep worker 0's result."""
         return self.call(method, *args)[0]
 
+    first_ref = first_result
+
     def revive(self, index: int) -> None:
         """In-process workers are never restarted."""
 
@@ -119,6 +121,10 @@ class RayWorkers:
         return self.call_each(method, [args if i == index else None for i in range(len(self))], raise_errors=True)[index]
 
     def first_result(self, method: str, *args: Any) -> Any:
+        """Call every worker (a collective), keep worker 0's result."""
+        return self.call(method, *args)[0]
+
+    def first_ref(self, method: str, *args: Any) -> Any:
         """Call every worker (a collective) and return worker 0's result as an object
         reference, not fetched here: passed to other workers' calls, each gets it from the
         object store (one put, many gets)."""

@@ -44,7 +44,7 @@ class WeightSync:
             return SyncReport(0.0, 0), []
         start = time.perf_counter()
         self.latest = None  # free the old weights before gathering the new
-        self.latest = self.learners.first_result("generator_state")
+        self.latest = self.learners.first_ref("generator_state")
         results = self.generators.call_each("update_weights", [(self.latest,)] * len(self.generators))
         dead = [i for i, result in enumerate(results) if isinstance(result, WorkerFailure)]
         for result in results:

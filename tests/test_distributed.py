@@ -1,0 +1,170 @@
+"""The trainer on Ray: learner ranks (FSDP2 over gloo) and generator workers on this machine's
+loopback, against the single-process trainer on the same config.
+
+Ray runs on 127.0.0.1 only (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, see the scale-out notes), in its
+own temporary folder, started and stopped by this module's fixture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray")
+
+from spiral_train.config import ConfigError, load_config
+
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
+
+
+@pytest.fixture(scope="module")
+def crash_marker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("crash") / "crash-now"
+
+
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory: pytest.TempPathFactory, crash_marker: Path) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**LOOPBACK, "SPIRAL_TEST_CRASH_MARKER": str(crash_marker)}.items():
+            patch.setenv(name, value)
+        ray.init(num_cpus=4, _temp_dir=str(tmp_path_factory.mktemp("ray")), include_dashboard=False, log_to_driver=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+def config_for(model: Path, output: Path, learners: int = 1, generators: int = 1, **overrides: object):
+    settings = {
+        "model.path": str(model),
+        "generator.backend": "transformers",
+        "generator.sleep_while_learning": "false",
+        "games": "[{id: KuhnPoker-v1, env_kwargs: {rounds: 1}}]",
+        "steps": 2,
+        "samples_per_step": 16,
+        "concurrency": 16,
+        "eval.every": 0,
+        "warm_start.steps": 0,
+        "learner.learning_rate": 1e-3,
+        "learner.minibatches": 2,
+        "learner.micro_batch_size": 4,
+        "learner.gradient_checkpointing": "false",
+        "rae.drop_zero_advantage": "false",
+        "tensorboard": "false",
+        "output_dir": str(output),
+        "cluster.learners": learners,
+        "cluster.generators": generators,
+        "cluster.gpus_per_learner": 0,
+        "cluster.gpus_per_generator": 0,
+        "cluster.cpus_per_worker": 0.5,
+        **overrides,
+    }
+    return load_config("configs/cpu-demo.yaml", [f"{key}={value}" for key, value in settings.items()])
+
+
+def record_games(trainer) -> list[tuple[list, list]]:
+    """From now on, each step's (episode, turn, tokens, reward) of every turn and its games."""
+    seen: list[tuple[list, list]] = []
+    play = trainer._play
+
+    def recording():
+        samples, games, lost, calls = play()
+        seen.append(
+            (
+                [(s.episode, s.turn, tuple(s.response_token_ids), s.reward) for s in samples],
+                sorted((g.seed, tuple(sorted(g.rewards.items()))) for g in games),
+            )
+        )
+        return samples, games, lost, calls
+
+    trainer._play = recording
+    return seen
+
+
+def learner_weights(trainer) -> dict[str, torch.Tensor]:
+    """The learners' full weights (rank 0's gathered state), fetched here."""
+    state = trainer.learners.first_ref("generator_state")
+    return ray.get(state) if isinstance(state, ray.ObjectRef) else {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
+def sampler_matches_learner(trainer, step: int) -> None:
+    """Every generator's sampling log-probs equal a teacher-forced forward of the learners'
+    weights (loaded into a fresh transformers model here)."""
+    from transformers import AutoModelForCausalLM
+
+    from spiral_train.learner import pack, token_logprobs
+
+    model = AutoModelForCausalLM.from_pretrained(trainer.config.model.path, dtype=torch.float32)
+    model.load_state_dict(learner_weights(trainer), strict=False)
+    for played in trainer.generators.call_each("play", [(step, [7, 8])] * len(trainer.generators)):
+        samples = [s for s in played.samples if s.response_token_ids]
+        batch = pack(samples, [0.0] * len(samples), pad_id=0)
+        with torch.no_grad():
+            forward = token_logprobs(model, batch)
+        sampled = batch.sampler_logprobs
+        assert torch.allclose(forward[batch.mask.bool()], sampled[batch.mask.bool()], atol=1e-4)
+
+
+# --- configuration errors, before anything starts -------------------------------------------------
+
+
+def test_bad_cluster_settings_are_config_errors_before_anything_starts(tiny_qwen3: Path, tmp_path: Path) -> None:
+    from spiral_train.cluster import preflight
+
+    gpus = {"cluster.gpus_per_learner": 1, "cluster.gpus_per_generator": 1}
+    with pytest.raises(ConfigError, match=r"cluster: needs 3 GPUs .* this machine has 0"):
+        preflight(config_for(tiny_qwen3, tmp_path, 1, 2, **gpus))
+    with pytest.raises(ConfigError, match=r"cluster.address: cannot reach a Ray head at 127.0.0.1:1"):
+        preflight(config_for(tiny_qwen3, tmp_path, **{"cluster.address": "127.0.0.1:1"}))
+    with pytest.raises(ConfigError, match=r"cluster.address: expected host:port"):
+        preflight(config_for(tiny_qwen3, tmp_path, **{"cluster.address": "nowhere"}))
+    with pytest.raises(ConfigError, match=r"cluster.colocate: .*generators \(1\) must equal learners \(2\)"):
+        config_for(tiny_qwen3, tmp_path, 2, 1, **{"cluster.colocate": "true"})
+    with pytest.raises(ConfigError, match=r"cluster.generators: a vllm-server generator"):
+        config_for(tiny_qwen3, tmp_path, 1, 2, **{"generator.backend": "vllm-server", "generator.base_url": "http://127.0.0.1:1/v1"})
+
+
+# --- one generator more than one process ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_generators_on_ray_play_the_games_one_process_plays(tiny_qwen3: Path, tmp_path: Path, ray_session: None) -> None:
+    from spiral_train.trainer import Trainer
+
+    with Trainer(config_for(tiny_qwen3, tmp_path / "one")) as one:
+        alone = record_games(one)
+        one.step()
+        one.step()
+        alone_weights = learner_weights(one)
+    with Trainer(config_for(tiny_qwen3, tmp_path / "ray", 1, 2)) as spread:
+        assert spread.workers.distributed
+        shared = record_games(spread)
+        for step in range(2):
+            spread.step()
+            sampler_matches_learner(spread, step + 5)
+        spread_weights = learner_weights(spread)
+    assert shared == alone  # the same games, turn by turn, token by token
+    for name, tensor in alone_weights.items():
+        torch.testing.assert_close(spread_weights[name], tensor, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_generator_that_dies_mid_step_voids_only_its_games(tiny_qwen3: Path, tmp_path: Path, ray_session: None, crash_marker: Path) -> None:
+    from spiral_train.trainer import Trainer
+
+    config = config_for(tiny_qwen3, tmp_path, 1, 2, imports="[tests.crashing_game]", games="[{id: CrashingKuhnPoker-v1, env_kwargs: {rounds: 1}}]")
+    with Trainer(config) as trainer:
+        first = trainer.generators.call("ping")
+        crash_marker.touch()
+        metrics = trainer.step()
+        assert not crash_marker.exists()  # a generator dealt after it appeared, and died
+        assert metrics["generator_failures"] == 1 and metrics["void_games"] > 0
+        assert metrics["samples"] >= 16  # a further round made up the lost games' turns
+        second = trainer.generators.call("ping")
+        assert len(set(first) & set(second)) == 1  # Ray restarted the dead one in a new process
+        sampler_matches_learner(trainer, 1)  # and it got the current weights first
+        after = trainer.step()
+        assert after["generator_failures"] == 1 and after["void_games"] == 0
