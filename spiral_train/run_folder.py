@@ -80,6 +80,9 @@ def plan_start(
             note = f"{note + '; ' if note else ''}set aside {', '.join(p.name for p in later)} in {set_aside(root, later)}"
         return RunStart(path, f"resumed from step {step} ({path})" + (f"; {note}" if note else ""), changes)
     existing = [name for name in RUN_FILES if _holds_results(output / name)]
+    if existing and resume and not resume_from:
+        # a run killed before its first checkpoint: resuming it is starting it again
+        overwrite = True
     if existing and not overwrite:
         raise RunFolderError(
             f"{output} already holds a run ({', '.join(existing)}): continue it with --resume, "
@@ -89,6 +92,8 @@ def plan_start(
         path = output / name
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     cleared = f" (replaced {', '.join(existing)})" if existing else ""
+    if resume:
+        cleared += "; --resume found no checkpoint"
     return RunStart(None, f"starting fresh in {output}{cleared}")
 
 

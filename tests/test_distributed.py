@@ -90,6 +90,12 @@ def learner_weights(trainer) -> dict[str, torch.Tensor]:
     return ray.get(state) if isinstance(state, ray.ObjectRef) else {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
+def initial_weights(model: Path) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).state_dict()
+
+
 def sampler_matches_learner(trainer, step: int) -> None:
     """Every generator's sampling log-probs equal a teacher-forced forward of the learners'
     weights (loaded into a fresh transformers model here)."""
@@ -131,7 +137,14 @@ def test_bad_cluster_settings_are_config_errors_before_anything_starts(tiny_qwen
 
 
 @pytest.mark.slow
-def test_generators_on_ray_play_the_games_one_process_plays(tiny_qwen3: Path, tmp_path: Path, ray_session: None) -> None:
+def test_two_learners_and_two_generators_compute_what_one_process_computes(tiny_qwen3: Path, tmp_path: Path, ray_session: None) -> None:
+    """The same games (seeds, every token, outcomes) and, after 2 updates of 2 optimizer steps
+    each, the same weights up to float32 rounding: two ranks sum their halves of each
+    mini-batch's gradient in another order than one rank does (~1e-7 relative). Where the two
+    halves nearly cancel, that rounding is a large part of the small gradient left, and Adam's
+    step ``lr * m / (sqrt(v) + eps)`` does not shrink with the gradient: such entries move by a
+    different fraction of the learning rate. Seen here: at most 9e-6 with lr 1e-3 (weights move
+    by up to 8e-3); the bound is 5e-5, 5 % of one step at this learning rate."""
     from spiral_train.trainer import Trainer
 
     with Trainer(config_for(tiny_qwen3, tmp_path / "one")) as one:
@@ -139,7 +152,7 @@ def test_generators_on_ray_play_the_games_one_process_plays(tiny_qwen3: Path, tm
         one.step()
         one.step()
         alone_weights = learner_weights(one)
-    with Trainer(config_for(tiny_qwen3, tmp_path / "ray", 1, 2)) as spread:
+    with Trainer(config_for(tiny_qwen3, tmp_path / "ray", 2, 2)) as spread:
         assert spread.workers.distributed
         shared = record_games(spread)
         for step in range(2):
@@ -147,8 +160,10 @@ def test_generators_on_ray_play_the_games_one_process_plays(tiny_qwen3: Path, tm
             sampler_matches_learner(spread, step + 5)
         spread_weights = learner_weights(spread)
     assert shared == alone  # the same games, turn by turn, token by token
-    for name, tensor in alone_weights.items():
-        torch.testing.assert_close(spread_weights[name], tensor, rtol=0, atol=1e-6)
+    assert spread_weights.keys() == alone_weights.keys()
+    largest = max((spread_weights[k] - v).abs().max().item() for k, v in alone_weights.items())
+    moved = max((alone_weights[k] - v).abs().max().item() for k, v in initial_weights(tiny_qwen3).items())
+    assert largest <= 5e-5 and moved > 4e-3, (largest, moved)
 
 
 @pytest.mark.slow
