@@ -242,7 +242,7 @@ def preflight(config: TrainConfig) -> None:
     if not config.cluster.uses_ray:
         return
     _ray()
-    if config.cluster.address is None:
+    if config.cluster.address in (None, "local"):
         check_local_gpus(config)
     else:
         check_address(config.cluster.address)
@@ -251,7 +251,7 @@ def preflight(config: TrainConfig) -> None:
 def check_address(address: str | None, timeout: float = 5.0) -> None:
     """ConfigError unless ``address`` (``host:port``) accepts a connection (``auto`` and None
     are not checked here)."""
-    if address in (None, "auto") or address.startswith("ray://"):
+    if address in (None, "auto", "local") or address.startswith("ray://"):
         return
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
@@ -308,7 +308,7 @@ def _start_on_ray(config: TrainConfig) -> Workers:
     c = config.cluster
     started = False
     if not ray.is_initialized():
-        if c.address is not None:
+        if c.address not in (None, "local"):
             check_address(c.address)
             ray.init(address=c.address, log_to_driver=False)
         else:

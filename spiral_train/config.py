@@ -237,8 +237,9 @@ class ClusterConfig(Section):
     """Generator workers; a step's games are shared between them (the same games whatever
     their number, see :mod:`spiral_train.seeds`)."""
     address: str | None = None
-    """An existing Ray cluster to join (``host:port`` of its head, or ``auto``); None starts a
-    local one when Ray is needed."""
+    """An existing Ray cluster to join (``host:port`` of its head, or ``auto``); ``local``
+    starts a Ray for this run (also for one learner and one generator); None runs in this
+    process, or starts a local Ray when there are several workers."""
     colocate: bool = False
     """Each learner rank and one generator share a placement bundle (a GPU: SPIRAL's layout; the
     generator sleeps while the learners train); needs ``generators == learners``. False puts

@@ -16,6 +16,11 @@ Speed and memory: a mini-batch is sorted by length and cut into micro-batches of
 its own longest sample. The output layer runs over chunks of :data:`LOGPROB_CHUNK` positions,
 each recomputed in the backward pass, so no full-vocabulary logits of a whole micro-batch are
 kept. Statistics stay on the device: one host sync per optimizer step.
+
+On N ranks (a model sharded by :func:`spiral_train.sharding.shard_model`) every rank gets the
+same batch and shuffles it alike; each trains its share of every mini-batch and the gradients,
+log-probs and statistics are summed across ranks, so the update is one rank's up to float
+rounding (see :mod:`spiral_train.sharding`).
 """
 
 from __future__ import annotations
@@ -28,9 +33,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as dist
 from torch.utils.checkpoint import checkpoint
 
 from spiral_train.loss import LossConfig, check_range, policy_loss
+from spiral_train.sharding import (
+    SHARDED_FORWARD,
+    RankPlan,
+    all_reduce_sum,
+    check_same_batch,
+    clip_gradients,
+    local,
+    plan_passes,
+    shard_group,
+)
 
 if TYPE_CHECKING:
     from spiral_train.model import FrozenReference
@@ -85,9 +101,15 @@ class NonFiniteError(RuntimeError):
 
 
 def nonfinite_parameters(model: torch.nn.Module) -> list[str]:
-    """Names of the parameters and buffers of ``model`` that hold NaN or infinity."""
-    tensors = [*model.named_parameters(), *model.named_buffers()]
-    return [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    """Names of the parameters and buffers of ``model`` that hold NaN or infinity. A sharded
+    model's answer covers all ranks' shards and is the same on every rank (a collective)."""
+    tensors = [(name, t) for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_floating_point()]
+    group = shard_group(model)
+    if group is None:
+        return [name for name, t in tensors if not bool(torch.isfinite(t).all())]
+    flags = torch.stack([(~torch.isfinite(local(t))).any() for _, t in tensors]).to(torch.int32)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=group)
+    return [name for (name, _), bad in zip(tensors, flags.tolist()) if bad]
 
 
 @dataclass
@@ -148,6 +170,13 @@ def pack(samples: Sequence[Any], advantages: Sequence[float], pad_id: int) -> Ba
 
 
 def token_logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Log-probs of ``batch.targets`` under ``model``: [batch, width] (:func:`decoder_logprobs`;
+    on a sharded model, as its root's FSDP forward)."""
+    sharded = getattr(model, SHARDED_FORWARD, None)
+    return sharded(batch) if sharded is not None else decoder_logprobs(model, batch)
+
+
+def decoder_logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Log-probs of ``batch.targets`` under ``model``: [batch, width].
 
     The decoder runs over the whole batch; the output layer only over the last ``width``
@@ -199,6 +228,9 @@ class Learner:
         self.pad_id = pad_id
         self.reference = reference
         self.device = next(model.parameters()).device
+        self.group = shard_group(model)
+        """The ranks the model is sharded over (None: one rank); each trains a share of a batch."""
+        self.rank, self.ranks = (dist.get_rank(self.group), dist.get_world_size(self.group)) if self.group else (0, 1)
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         for parameter in self.parameters:  # float32 master weights
             if parameter.is_floating_point() and parameter.dtype != torch.float32:
@@ -255,18 +287,25 @@ class Learner:
     def _pack(self, samples: Sequence[Any], advantages: Sequence[float], rows: list[int]) -> Batch:
         return pack([samples[i] for i in rows], [advantages[i] for i in rows], self.pad_id).to(self.device)
 
+    def _plan(self, rows: Sequence[int], lengths: Sequence[int]) -> RankPlan:
+        """This rank's passes over ``rows``: all of them cut into micro-batches on one rank."""
+        return plan_passes(rows, lengths, self.micro_batches, self.rank, self.ranks)
+
     @torch.no_grad()
     def _logprobs_of(
         self, model: torch.nn.Module, samples: Sequence[Any], advantages: Sequence[float], lengths: list[int], width: int
     ) -> torch.Tensor:
         """Log-probs of every sample's response under ``model``: [samples, width] on the
-        learner's device, each row right-aligned (its response ends at the last column)."""
+        learner's device, each row right-aligned (its response ends at the last column). On N
+        ranks each computes its share of the rows and every rank gets all of them."""
         out = torch.zeros((len(samples), width), device=self.device)
-        for rows in self.micro_batches(range(len(samples)), lengths):
+        for rows, own in self._plan(range(len(samples)), lengths):
             micro = self._pack(samples, advantages, rows)
             with self._autocast():
-                out[torch.tensor(rows), -micro.width :] = token_logprobs(model, micro)
-        return out
+                logprobs = token_logprobs(model, micro)
+            if own:
+                out[torch.tensor(rows), -micro.width :] = logprobs
+        return all_reduce_sum(out, self.group)
 
     def reuses_first_pass(self) -> bool:
         """With one optimizer step per epoch the first epoch's forward passes see the old
@@ -280,6 +319,8 @@ class Learner:
         lengths = [len(s.prompt_token_ids) + len(s.response_token_ids) for s in samples]
         width = max(len(s.response_token_ids) for s in samples)
         reuse_first_pass = self.reuses_first_pass()
+        if self.ranks > 1:
+            check_same_batch(lengths, advantages, self.generator, self.group, self.device)
         self.model.eval()
         if reuse_first_pass:
             old = torch.zeros((len(samples), width), device=self.device)
@@ -298,13 +339,16 @@ class Learner:
             for chunk in order.chunk(max(1, min(cfg.minibatches, len(samples)))):
                 self.optimizer.zero_grad(set_to_none=True)
                 sums = torch.zeros(4, device=self.device)  # loss, tokens, clipped tokens, KL
-                for rows in self.micro_batches(chunk.tolist(), lengths):
+                plan = self._plan(chunk.tolist(), lengths)
+                padded += plan.padded_tokens
+                for rows, own in plan:
                     micro = self._pack(samples, advantages, rows)
-                    padded += micro.input_ids.numel()
+                    if not own:  # keeps the ranks' collectives in step: no loss, no gradient
+                        micro.mask.zero_()
                     index = torch.tensor(rows)
                     with self._autocast():
                         logprobs = token_logprobs(self.model, micro)
-                    if reuse_first_pass and epoch == 0:
+                    if reuse_first_pass and epoch == 0 and own:
                         old[index, -micro.width :] = logprobs.detach()
                     loss, stats = policy_loss(
                         logprobs,
@@ -318,7 +362,10 @@ class Learner:
                     )
                     loss.backward()
                     sums += torch.stack([loss.detach(), stats["tokens"], stats["clipped"], stats["kl_sum"]])
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm)
+                # Global numbers on N ranks (the gradient norm over all shards), so that every
+                # rank skips or steps alike.
+                grad_norm = clip_gradients(self.parameters, cfg.max_grad_norm)
+                all_reduce_sum(sums, self.group)
                 # the one host sync of this optimizer step
                 loss_value, tokens, clipped, kl_sum, norm = torch.cat([sums, grad_norm.reshape(1).float()]).tolist()
                 steps += 1
@@ -333,6 +380,8 @@ class Learner:
                 totals["clip_fraction"] += clipped / max(tokens, 1.0)
                 totals["kl"] += kl_sum / max(tokens, 1.0)
                 totals["grad_norm"] += norm
+            if reuse_first_pass and epoch == 0 and cfg.epochs > 1:  # each rank filled its rows
+                all_reduce_sum(old, self.group)  # (a row may move to another rank next epoch)
         self.optimizer.zero_grad(set_to_none=True)  # no gradients kept between updates
         self.model.eval()
         seconds = time.perf_counter() - start

@@ -14,6 +14,7 @@ import shutil
 import statistics
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -35,6 +36,21 @@ from spiral_train.weight_sync import SyncReport, WeightSync
 
 FIRST_TURNS_PER_GAME = 2.0
 """The first step's guess of LLM turns per game, which sizes its first round of games."""
+
+
+@dataclass
+class StepGames:
+    """A step's games, as :meth:`Trainer._play` collects them from the generators."""
+
+    samples: list[TurnSample]
+    """Every LLM turn, in episode order."""
+    games: list[GameRecord]
+    lost: int
+    """Games lost with a generator that died."""
+    calls: int
+    """Backend generate calls."""
+    busiest: float
+    """Seconds the busiest generator of each round played, summed over the rounds."""
 
 
 class Trainer:
@@ -73,7 +89,8 @@ class Trainer:
     def step(self) -> dict[str, float]:
         config = self.config
         start = time.perf_counter()
-        samples, games, lost, calls = self._play()
+        rollout = self._play()
+        samples, games = rollout.samples, rollout.games
         generated = time.perf_counter()
         self.generators.call("sleep")  # first: a WeightSyncError here leaves the step as it was
 
@@ -107,29 +124,30 @@ class Trainer:
             samples=len(samples),
             trained_samples=len(trained),
             games=len(games),
-            void_games=len(void) + lost,
+            void_games=len(void) + rollout.lost,
             generator_failures=self.generator_failures,
-            generation_calls=calls,
+            generation_calls=rollout.calls,
             time_generation=generated - start,
             time_learning=learned - generated,
             time_weight_sync=synced - learned,
+            time_waiting=(generated - start - rollout.busiest) + (learned - generated - metrics.get("learner_seconds", 0.0)),
             weight_sync_seconds=sync.seconds,
             weight_sync_bytes=sync.bytes,
             generation_tokens_per_second=generated_tokens / max(generated - start, 1e-9),
         )
         return metrics
 
-    def _play(self) -> tuple[list[TurnSample], list[GameRecord], int, int]:
+    def _play(self) -> StepGames:
         """This step's games: episodes 0, 1, 2, ... in rounds (at most ``concurrency`` games,
         as many as the last step's turns per game say are needed) until ``samples_per_step``
         LLM turns are taken, each round's episodes shared between the generators. Which
         episodes a step plays therefore depends on the games alone, never on the number of
-        generators. Returns the turns (in episode order), the game records, the number of
-        games lost with a generator that died, and the backend calls."""
+        generators."""
         target = self.config.samples_per_step
         samples: list[TurnSample] = []
         games: list[GameRecord] = []
         lost = calls = first = 0
+        busiest = 0.0
         while len(samples) < target:
             count = min(self.config.concurrency, max(1, math.ceil((target - len(samples)) / self.turns_per_game)))
             episodes = list(range(first, first + count))
@@ -137,6 +155,7 @@ class Trainer:
             shares = [episodes[i :: len(self.generators)] for i in range(len(self.generators))]
             results = self.generators.call_each("play", [(self.step_index, share) for share in shares])
             before = len(samples)
+            busiest += max((r.seconds for r in results if not isinstance(r, BaseException)), default=0.0)
             for index, (share, result) in enumerate(zip(shares, results)):
                 if isinstance(result, WorkerFailure):
                     lost += len(share)
@@ -150,7 +169,7 @@ class Trainer:
             if len(samples) == before and not lost:
                 break  # no LLM seat to move: more rounds would not add turns
         samples.sort(key=lambda s: (s.episode, s.turn))
-        return samples, games, lost, calls
+        return StepGames(samples, games, lost, calls, busiest)
 
     def _revive(self, index: int) -> None:
         """Generator ``index`` died: wait until Ray has restarted it and give it the current

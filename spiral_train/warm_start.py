@@ -41,8 +41,12 @@ def format_examples(tokenizer: Any, template: PromptTemplate, games: Sequence[st
     return examples[:count]
 
 
-def warm_start(model: torch.nn.Module, tokenizer: Any, template: PromptTemplate, games: Sequence[str], env_kwargs: Sequence[dict], steps: int, batch_size: int, learning_rate: float, seed: int) -> float:
-    """Fine-tune on direct answers for ``steps`` steps; returns the last batch's loss."""
+def warm_start(model: torch.nn.Module, tokenizer: Any, template: PromptTemplate, games: Sequence[str], env_kwargs: Sequence[dict], steps: int, batch_size: int, learning_rate: float, seed: int, ranks: int = 1) -> float:
+    """Fine-tune on direct answers for ``steps`` steps; returns the last batch's loss.
+
+    ``ranks`` > 1: the model is sharded over that many learner ranks that all train on these
+    same batches and sum their gradients, so each divides its loss by ``ranks``.
+    """
     examples = format_examples(tokenizer, template, games, env_kwargs, max(steps * batch_size // 2, batch_size), seed)
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
@@ -61,7 +65,7 @@ def warm_start(model: torch.nn.Module, tokenizer: Any, template: PromptTemplate,
             attention[i, : len(prompt) + len(answer)] = 1
         loss = model(input_ids=ids.to(device), attention_mask=attention.to(device), labels=labels.to(device)).loss
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss / ranks).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
     model.eval()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +38,8 @@ class Played:
     samples: list[TurnSample]
     games: list[GameRecord]
     generation_calls: int
+    seconds: float
+    """Time the worker spent playing them."""
 
 
 def training_matchups(config: TrainConfig, policy: LLMPolicy) -> list[Matchup]:
@@ -86,9 +89,10 @@ class GeneratorWorker:
 
     def play(self, step: int, episodes: list[int]) -> Played:
         """Play ``episodes`` of ``step`` (their seeds come from the seed tree) to their ends."""
+        start = time.perf_counter()
         engine = RolloutEngine(self.matchups, concurrency=self.config.concurrency, seed=seeds.games_root(self.config.seed, step))
         rollout = engine.run(episodes=episodes)
-        return Played(rollout.samples, rollout.games, engine.generation_calls)
+        return Played(rollout.samples, rollout.games, engine.generation_calls, time.perf_counter() - start)
 
     def update_weights(self, state: dict[str, torch.Tensor]) -> int:
         """Load the learner's weights (base names, LoRA merged); returns the bytes received."""
@@ -163,7 +167,7 @@ class LearnerWorker:
         if world_size > 1:
             from spiral_train.sharding import shard_model
 
-            self.model = shard_model(self.model)
+            self.model = shard_model(self.model, bf16=config.learner.bf16)
         self.learner = Learner(
             self.model,
             config.learner,
@@ -177,13 +181,14 @@ class LearnerWorker:
 
     def warm_start(self) -> float:
         """The supervised format pass of ``warm_start`` (fresh runs); the last batch's loss.
-        Every rank trains on the same batches."""
+        Every rank trains on the same batches (their gradients are summed: each divides by
+        the number of ranks)."""
         from spiral_train.warm_start import warm_start
 
         w, config = self.config.warm_start, self.config
         games = [g.id for g in config.games]
         seed = seeds.derived_seed(config.seed, seeds.WARM_START)
-        return warm_start(self.model, self.tokenizer, policy_template(config), games, [g.env_kwargs for g in config.games], w.steps, w.batch_size, w.learning_rate, seed)
+        return warm_start(self.model, self.tokenizer, policy_template(config), games, [g.env_kwargs for g in config.games], w.steps, w.batch_size, w.learning_rate, seed, ranks=self.world_size)
 
     def update(self, samples: list[TurnSample], advantages: list[float]) -> dict[str, float]:
         """One PPO update on the step's samples (every rank gets all of them)."""

@@ -71,14 +71,14 @@ def record_games(trainer) -> list[tuple[list, list]]:
     play = trainer._play
 
     def recording():
-        samples, games, lost, calls = play()
+        games = play()
         seen.append(
             (
-                [(s.episode, s.turn, tuple(s.response_token_ids), s.reward) for s in samples],
-                sorted((g.seed, tuple(sorted(g.rewards.items()))) for g in games),
+                [(s.episode, s.turn, tuple(s.response_token_ids), s.reward) for s in games.samples],
+                sorted((g.seed, tuple(sorted(g.rewards.items()))) for g in games.games),
             )
         )
-        return samples, games, lost, calls
+        return games
 
     trainer._play = recording
     return seen
@@ -183,3 +183,15 @@ def test_a_generator_that_dies_mid_step_voids_only_its_games(tiny_qwen3: Path, t
         sampler_matches_learner(trainer, 1)  # and it got the current weights first
         after = trainer.step()
         assert after["generator_failures"] == 1 and after["void_games"] == 0
+
+
+@pytest.mark.slow
+def test_two_learners_and_two_vllm_cpu_generators_train_two_steps(tiny_qwen3: Path, tmp_path: Path, ray_session: None) -> None:
+    from spiral_train.trainer import Trainer
+
+    config = config_for(tiny_qwen3, tmp_path, 2, 2, **{"generator.backend": "vllm", "generator.max_model_len": 1024})
+    with Trainer(config) as trainer:
+        history = trainer.train(progress=False, log=lambda line: None)
+        assert [m["step"] for m in history] == [1, 2]
+        assert all(m["samples"] >= 16 and m["weight_sync_bytes"] > 0 and m["void_games"] == 0 for m in history)
+        sampler_matches_learner(trainer, 3)  # vLLM's sampling log-probs after the last sync
