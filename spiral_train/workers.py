@@ -205,7 +205,10 @@ class LearnerWorker:
             return generator_weights(self.model)
         from spiral_train.sharding import generator_state
 
-        return generator_state(self.model)
+        state = generator_state(self.model)
+        if state is not None and torch.cuda.is_available():  # GPU generators run bfloat16: half the bytes
+            state = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}
+        return state
 
     def free_memory(self) -> None:
         """Give the memory the allocator caches back to the GPU (for a generator to wake into)."""
