@@ -1,56 +1,101 @@
-"""Checkpoints that survive a kill at any moment and that load without running code.
+"""Checkpoints that survive a kill at any moment, for one learner process or N sharded ones.
 
-A checkpoint is a folder ``step-NNNNNN`` (six digits) under the checkpoints folder, holding
+A checkpoint is a folder ``step-NNNNNN`` (six digits) under the checkpoints folder. In the
+sharded format (manifest ``format`` 2), the same for any number of learner ranks, it holds
 
-- ``model.safetensors``: the model's tensors (tied weights once, under their first name);
-- ``training.safetensors``: the optimizer's state tensors and the torch RNG states (CPU, the
-  learner's generator, each CUDA device) as uint8 tensors;
-- ``training.json``: the optimizer's param groups and non-tensor state, the scheduler's state,
-  the Python and NumPy RNG states;
-- ``state.json``: the :class:`TrainerState` (step, sample and game counters, RAE baselines,
-  config);
-- ``manifest.json``: the format version, the step, and the size and sha256 of each file above.
+- ``state.json``: the controller's state: the :class:`TrainerState` (step, sample and game
+  counters, RAE baselines, config), the number of learner ranks that wrote the checkpoint, the
+  learning-rate scheduler's state, the learner's ``torch.Generator`` state and the controller's
+  RNG states (Python, NumPy, torch CPU, each CUDA device);
+- ``learner/``: the model's tensors and the optimizer's state tensors, one ``__R_0.distcp`` file
+  per rank R and the ``.metadata`` index, written by ``torch.distributed.checkpoint`` (DCP),
+  which reshards on load: a checkpoint of N ranks loads on M ranks or into an unsharded model;
+  and ``optimizer.json``, the optimizer's param groups;
+- ``manifest.json``: the format version, the step, and the size and sha256 of every other file.
 
-Nothing is unpickled. Loading checks the manifest, every file's size and sha256, the JSON
-against schemas and every tensor's name, shape and dtype against the live model, optimizer
-and RNGs before it changes any of them; any problem is one :class:`CheckpointError` naming the
-file, with the other checkpoints that look complete.
+Checkpoints of the single-process format that came before (manifest ``format`` 1:
+``model.safetensors``, ``training.safetensors``, ``training.json``, ``state.json``) load through
+the same reading calls, into a sharded model too.
 
-A checkpoint is written under ``.writing-step-NNNNNN``, fsynced and renamed into place; the
-``latest`` pointer (a plain file holding ``step-NNNNNN``) is replaced atomically afterwards.
-A failed or interrupted save leaves the last good checkpoint and ``latest`` as they were.
-A step folder is never overwritten. One process writes a checkpoints folder at a time.
+Loading runs no code from a checkpoint: the JSON files are checked against schemas, DCP's
+``.metadata`` pickle is read with an unpickler that admits only the classes of DCP's index (and
+an index that names a file outside ``learner/`` or a value that is not a tensor is refused),
+and DCP's tensor data goes through torch's weights-only loader. Loading checks the manifest,
+every file's size (and its sha256, unless the caller has just done that), and every tensor's
+name, shape and dtype against the live model, optimizer, scheduler and RNGs before it changes
+any of them; any problem is one :class:`CheckpointError` naming the file, with the other
+checkpoints that look complete.
+
+Saving a sharded checkpoint is split between the controller, which owns the folder, and the
+learner ranks: :func:`begin_checkpoint` makes the staging folder ``.writing-step-NNNNNN``,
+every rank calls :func:`save_learner_state` into it (a collective), and
+:func:`finish_checkpoint` writes ``state.json`` and the manifest, fsyncs, renames the folder
+into place and then replaces the ``latest`` pointer (a plain file holding ``step-NNNNNN``)
+atomically; :func:`discard_checkpoint` removes a staging folder whose learners failed. A failed
+or interrupted save leaves the last good checkpoint and ``latest`` as they were. A step folder
+is never overwritten. One controller writes a checkpoints folder at a time.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import errno
 import hashlib
+import io
 import json
 import os
+import pickle
 import random
 import re
 import shutil
 import tempfile
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from torch.distributed.checkpoint import CheckpointException, FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint import metadata as dcp_metadata
+from torch.distributed.checkpoint.filesystem import _StorageInfo
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 FORMAT = 1
+"""The single-process format's manifest version (read, no longer written)."""
+SHARDED_FORMAT = 2
+"""The sharded format's manifest version (:func:`begin_checkpoint` ... :func:`finish_checkpoint`)."""
 MAX_STEP = 999_999
 POINTER = "latest"
 MANIFEST = "manifest.json"
 FILES = ("model.safetensors", "training.safetensors", "training.json", "state.json")
+"""The files of a single-process checkpoint besides its manifest."""
+STATE = "state.json"
+LEARNER = "learner"
+"""The sharded format's folder of learner tensors, written by every rank."""
+INDEX = f"{LEARNER}/.metadata"
+PARAM_GROUPS = f"{LEARNER}/optimizer.json"
 STEP_NAME = re.compile(r"step-([0-9]{6})")
+_STAGING = re.compile(r"\.writing-(step-[0-9]{6})")
 _LEFTOVER = re.compile(r"\.(writing|deleting)-step-[0-9]{6}")
+_LEARNER_FILE = re.compile(rf"{LEARNER}/(\.metadata|optimizer\.json|__[0-9]{{1,6}}_[0-9]{{1,6}}\.distcp)")
+_DATA_FILE = re.compile(r"__[0-9]{1,6}_[0-9]{1,6}\.distcp")
+_MAX_INDEX_BYTES = 256 << 20
 
 
 class CheckpointError(ValueError):
@@ -59,11 +104,68 @@ class CheckpointError(ValueError):
 
 @dataclass
 class TrainerState:
+    """The controller's counters, RAE baselines and config."""
+
     step: int
     samples: int
     games: int
     baselines: dict[str, Any]
     config: dict[str, Any]
+    turns_per_game: float = 2.0
+    """LLM turns per game of the last step (it sizes the next step's first round of games); a
+    checkpoint saved without it gives 2.0, the first step's guess."""
+    generator_failures: int = 0
+
+
+@dataclass(frozen=True)
+class RNGState:
+    """One process's random number generators: Python's, NumPy's, torch's CPU one and each CUDA
+    device's (as :func:`random.getstate`, :func:`numpy.random.get_state` and torch give them)."""
+
+    python: tuple[int, tuple[int, ...], float | None]
+    numpy: tuple[str, tuple[int, ...], int, int, float]
+    torch: bytes
+    cuda: tuple[bytes, ...] = ()
+
+    @classmethod
+    def capture(cls) -> RNGState:
+        """This process's RNG states now."""
+        version, internal, gauss_next = random.getstate()
+        name, key, pos, has_gauss, cached_gaussian = np.random.get_state()
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        return cls(
+            (version, tuple(internal), gauss_next),
+            (name, tuple(int(word) for word in key), int(pos), int(has_gauss), float(cached_gaussian)),
+            _bytes(torch.get_rng_state()),
+            tuple(_bytes(state) for state in cuda),
+        )
+
+    def restore(self) -> None:
+        """Set this process's RNGs to these states; CUDA ones for the devices present (the first
+        ones saved). :func:`read_state` has checked that every state is valid."""
+        version, internal, gauss_next = self.python
+        random.setstate((version, tuple(internal), gauss_next))
+        name, key, pos, has_gauss, cached_gaussian = self.numpy
+        np.random.set_state((name, np.array(key, dtype=np.uint32), pos, has_gauss, cached_gaussian))
+        torch.set_rng_state(_uint8(self.torch))
+        if torch.cuda.is_available():
+            for device, state in enumerate(self.cuda[: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(_uint8(state), device)
+
+
+@dataclass
+class CheckpointState:
+    """A checkpoint apart from the learner's tensors: what the controller saves and reads."""
+
+    trainer: TrainerState
+    scheduler: dict[str, Any]
+    """The learning-rate scheduler's ``state_dict()`` (the same on every learner rank)."""
+    generator: bytes
+    """The learner's ``torch.Generator`` state (the same on every rank)."""
+    rng: RNGState
+    """The controller process's RNGs."""
+    learner_ranks: int = 1
+    """The number of learner ranks that wrote the checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +201,7 @@ class _Schema(BaseModel):
 
 Count = Annotated[int, Field(ge=0)]
 Word = Annotated[int, Field(ge=0, lt=2**32)]
+Base64 = Annotated[str, Field(pattern=r"^[A-Za-z0-9+/]*={0,2}$", max_length=1 << 20)]
 
 
 class _FileEntry(_Schema):
@@ -107,7 +210,7 @@ class _FileEntry(_Schema):
 
 
 class _Manifest(_Schema):
-    format: Literal[1]
+    format: Literal[1, 2]
     step: Annotated[int, Field(ge=0, le=MAX_STEP)]
     files: dict[str, _FileEntry]
 
@@ -118,6 +221,8 @@ class _State(_Schema):
     games: Count
     baselines: dict[str, Any]
     config: dict[str, Any]
+    turns_per_game: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 2.0
+    generator_failures: Count = 0
 
 
 class _Tensor(_Schema):
@@ -155,6 +260,26 @@ class _Training(_Schema):
     optimizer: _Optimizer
     scheduler: dict[str, Any]
     rng: _RNG
+
+
+class _SavedRNG(_Schema):
+    python: _PythonRNG
+    numpy: _NumpyRNG
+    torch: Base64
+    cuda: list[Base64]
+
+
+class _SavedState(_State):
+    """``state.json`` of the sharded format."""
+
+    learner_ranks: Annotated[int, Field(ge=1)]
+    scheduler: dict[str, Any]
+    generator: Base64
+    rng: _SavedRNG
+
+
+class _ParamGroups(_Schema):
+    param_groups: list[dict[str, Any]]
 
 
 # --- names and the ``latest`` pointer ----------------------------------------------------------
@@ -203,55 +328,98 @@ def _point_latest(root: Path, name: str) -> None:
     _fsync_dir(root)
 
 
-# --- saving -------------------------------------------------------------------------------------
+# --- saving: the sharded format -----------------------------------------------------------------
 
 
-def save_checkpoint(
-    root: str | Path,
-    state: TrainerState,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    generator: torch.Generator,
-) -> Path:
-    """Write checkpoint ``state.step`` under ``root`` and point ``latest`` at it.
+def begin_checkpoint(root: str | Path, step: int) -> Path:
+    """Make the staging folder of checkpoint ``step`` under ``root`` and return it; the learner
+    ranks save into it (:func:`save_learner_state`), then :func:`finish_checkpoint` completes it.
 
-    Raises :class:`CheckpointError` (and writes nothing) when that step folder exists already
-    or a model or optimizer tensor is not finite; raises it after removing the partial
-    folder when a write fails (disk full, ...), ``latest`` unchanged.
+    Raises :class:`CheckpointError` (and writes nothing) when that step folder exists already.
+    Removes what an interrupted save or prune left in ``root``.
     """
     root = Path(root)
-    if not 0 <= state.step <= MAX_STEP:
-        raise CheckpointError(f"cannot save step {state.step}: steps run from 0 to {MAX_STEP}")
-    final = root / step_name(state.step)
+    if not 0 <= step <= MAX_STEP:
+        raise CheckpointError(f"cannot save step {step}: steps run from 0 to {MAX_STEP}")
+    final = root / step_name(step)
     if os.path.lexists(final):
         raise CheckpointError(f"{final} exists already; a checkpoint is never overwritten (move it aside or delete it first)")
-    weights = _weights(model)
-    tensors: dict[str, torch.Tensor] = {}
-    training = {"optimizer": _optimizer_state(optimizer, tensors), "scheduler": scheduler.state_dict(), "rng": _rng_state(generator, tensors)}
-    _refuse_non_finite(final, weights, tensors)
-    documents = {"training.json": _json_bytes(training, final), "state.json": _json_bytes(dataclasses.asdict(state), final, default=str)}
-
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(root)
     staging = root / f".writing-{final.name}"
-    file = staging
     try:
-        staging.mkdir()
-        for name, content in (("model.safetensors", weights), ("training.safetensors", tensors)):
-            file = staging / name
-            save_file(content, file)
-            _fsync(file)
-        for name, data in documents.items():
-            file = staging / name
-            _write_bytes(file, data)
-        files = {name: {"sha256": _sha256(staging / name), "bytes": (staging / name).stat().st_size} for name in FILES}
-        file = staging / MANIFEST
-        _write_bytes(file, json.dumps({"format": FORMAT, "step": state.step, "files": files}, indent=1).encode())
-        _fsync_dir(staging)
-        os.rename(staging, final)
-    except (OSError, SafetensorError) as error:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(root)
+        (staging / LEARNER).mkdir(parents=True)
+    except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
+        raise CheckpointError(f"could not save {final.name}: {_reason(error)} while creating {staging}; {_kept(root)}") from None
+    return staging
+
+
+def save_learner_state(checkpoint: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Write the model's and the optimizer's tensors into ``checkpoint/learner`` with DCP.
+
+    A collective: every learner rank calls it with its shard of ``model`` (sharded by FSDP2, or
+    a plain module in a single process, with or without a process group). Raises
+    :class:`CheckpointError` on every rank, having written nothing, when a model or optimizer
+    tensor holds NaN or infinity; raises it after a failed write (disk full, ...), for the
+    controller to :func:`discard_checkpoint` the staging folder.
+    """
+    staging = Path(checkpoint)
+    folder = staging / LEARNER
+    name, root = _checkpoint_name(staging), staging.parent
+    if optimizer.state:
+        model_state, optimizer_state = get_state_dict(model, optimizer)
+        tensors = _flat_tensors(model_state, optimizer_state["state"])
+    else:  # never stepped: no state to save (and get_state_dict would give it a zero one)
+        tensors = _flat_tensors(get_model_state_dict(model), {})
+    bad = _nonfinite(tensors)
+    if bad:
+        shown = ", ".join(key.replace(".", " ", 1) for key in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(f"not saving {name}: NaN or inf values in {shown}; {_kept(root)}")
+    groups = _json_bytes({"param_groups": _param_groups(model, optimizer)}, name)
+    file = folder
+    try:
+        _dcp(dcp.save, tensors, storage_writer=_IndexWriter(folder, overwrite=False))
+        if not _distributed() or dist.get_rank() == 0:
+            file = staging / PARAM_GROUPS
+            _write_bytes(file, groups)
+    except (CheckpointException, OSError) as error:
+        raise CheckpointError(f"could not save {name}: {_reason(_cause(error))} while writing {file}; {_kept(root)}") from None
+
+
+def finish_checkpoint(checkpoint: str | Path, state: CheckpointState) -> Path:
+    """Complete the staging folder ``checkpoint`` (the learners have saved into it): write
+    ``state.json`` and the manifest, rename it to ``step-NNNNNN`` and point ``latest`` at it.
+
+    Raises :class:`CheckpointError` after removing the staging folder when the learners' part
+    is incomplete or a write fails (``latest`` unchanged); then the checkpoint is not saved.
+    """
+    staging = Path(checkpoint)
+    match = _STAGING.fullmatch(staging.name)
+    if match is None:
+        raise CheckpointError(f"{staging} is not a checkpoint being saved (begin_checkpoint names it .writing-step-NNNNNN)")
+    root, final = staging.parent, staging.parent / match.group(1)
+    file = staging / STATE
+    try:
+        if state.trainer.step != int(final.name[5:]):
+            raise CheckpointError(f"not saving {final.name}: the state is for step {state.trainer.step}")
+        names = _learner_files(staging)
+        if INDEX not in names or PARAM_GROUPS not in names:
+            raise CheckpointError(f"not saving {final.name}: the learners' {INDEX} or {PARAM_GROUPS} is missing (their save did not finish)")
+        _write_bytes(file, _json_bytes(_state_document(state), final.name))
+        files = {name: {"sha256": _sha256(staging / name), "bytes": (staging / name).stat().st_size} for name in [STATE, *names]}
+        file = staging / MANIFEST
+        _write_bytes(file, json.dumps({"format": SHARDED_FORMAT, "step": state.trainer.step, "files": files}, indent=1).encode())
+        _fsync_dir(staging / LEARNER)
+        _fsync_dir(staging)
+        if os.path.lexists(final):
+            raise CheckpointError(f"{final} exists already; a checkpoint is never overwritten (move it aside or delete it first)")
+        os.rename(staging, final)
+    except CheckpointError:
+        discard_checkpoint(staging)
+        raise
+    except OSError as error:
+        discard_checkpoint(staging)
         raise CheckpointError(f"could not save {final.name}: {_reason(error)} while writing {file}; {_kept(root)}") from None
     try:
         _fsync_dir(root)
@@ -261,65 +429,130 @@ def save_checkpoint(
     return final
 
 
-def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's tensors by name, each storage once (tied weights under their first name)."""
-    weights: dict[str, torch.Tensor] = {}
-    seen: set[tuple] = set()
-    for name, tensor in model.state_dict().items():
-        identity = (tensor.device, tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())
-        if tensor.numel() and identity in seen:
-            continue
-        seen.add(identity)
-        weights[name] = tensor.detach().contiguous()
-    return weights
+def discard_checkpoint(checkpoint: str | Path) -> None:
+    """Remove the staging folder ``checkpoint`` of a save that failed (nothing else)."""
+    staging = Path(checkpoint)
+    if _STAGING.fullmatch(staging.name) is None:
+        raise CheckpointError(f"{staging} is not a checkpoint being saved (begin_checkpoint names it .writing-step-NNNNNN)")
+    shutil.rmtree(staging, ignore_errors=True)
 
 
-def _optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    saved = optimizer.state_dict()
-    state: dict[str, dict[str, Any]] = {}
-    for param_id, values in saved["state"].items():
-        state[str(param_id)] = {}
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{param_id}.{key}"] = value.detach().contiguous()
-                value = {"tensor": f"optimizer.{param_id}.{key}"}
-            state[str(param_id)][key] = value
-    return {"param_groups": saved["param_groups"], "state": state}
+class _IndexWriter(FileSystemWriter):
+    """DCP's file writer, without the folder's path in the index (it is renamed afterwards)."""
+
+    def storage_meta(self) -> dcp_metadata.StorageMeta:
+        return dcp_metadata.StorageMeta(save_id=self.save_id)
 
 
-def _rng_state(generator: torch.Generator, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    version, internal, gauss_next = random.getstate()
-    name, key, pos, has_gauss, cached_gaussian = np.random.get_state()
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.learner"] = generator.get_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-    for device, cuda_state in enumerate(cuda):
-        tensors[f"rng.cuda.{device}"] = cuda_state
+def _param_groups(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """The optimizer's param groups with each parameter's state-dict name."""
+    names = _parameter_names(model)
+    return [{**group, "params": [names[id(param)] for param in group["params"]]} for group in optimizer.param_groups]
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _dcp(call: Callable[..., Any], tensors: dict[str, torch.Tensor], **kwargs: Any) -> Any:
+    """``dcp.save`` or ``dcp.load`` over the default process group, or in this process alone."""
+    with warnings.catch_warnings():  # DCP warns that no group means one process: as meant here
+        warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
+        return call(tensors, no_dist=not _distributed(), **kwargs)
+
+
+def _checkpoint_name(folder: Path) -> str:
+    """``step-NNNNNN`` for a checkpoint or its staging folder."""
+    match = _STAGING.fullmatch(folder.name)
+    return match.group(1) if match else folder.name
+
+
+def _flat_tensors(model_state: dict[str, Any], optimizer_state: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """``model.<name>`` and ``optimizer.<parameter>.<state>``: the tensors DCP saves. Anything
+    else would be pickled, so it is refused."""
+    tensors = {f"model.{name}": value for name, value in model_state.items()}
+    tensors |= {f"optimizer.{param}.{key}": value for param, values in optimizer_state.items() for key, value in values.items()}
+    others = [key for key, value in tensors.items() if not isinstance(value, torch.Tensor)]
+    if others:
+        raise CheckpointError(f"cannot checkpoint {_names(set(others))}: not tensors (a checkpoint holds tensors and JSON only)")
+    return tensors
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def _nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors holding NaN or infinity on any rank (the same
+    answer on every rank: a collective when there is a process group)."""
+    names = [name for name, tensor in tensors.items() if tensor.is_floating_point()]
+    if not names:
+        return []
+    flags = torch.stack([(~torch.isfinite(_local(tensors[name]))).any() for name in names]).to(torch.int32)
+    if _distributed():
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return [name for name, bad in zip(names, flags.tolist()) if bad]
+
+
+def _cause(error: BaseException) -> BaseException:
+    """The first rank's exception inside DCP's CheckpointException."""
+    if isinstance(error, CheckpointException) and error.failures:
+        found = next(iter(error.failures.values()))
+        return found[0] if isinstance(found, tuple) else found
+    return error
+
+
+def _learner_files(staging: Path) -> list[str]:
+    """The files the learners wrote, as ``learner/<name>``, sorted; anything else there is an
+    error."""
+    names = sorted(f"{LEARNER}/{entry.name}" for entry in (staging / LEARNER).iterdir())
+    strangers = [name for name in names if not _LEARNER_FILE.fullmatch(name) or not (staging / name).is_file()]
+    if strangers:
+        raise CheckpointError(f"not saving {_checkpoint_name(staging)}: {_names(set(strangers))} in the learners' folder are not checkpoint files")
+    return names
+
+
+def _state_document(state: CheckpointState) -> dict[str, Any]:
+    rng = state.rng
+    version, internal, gauss_next = rng.python
+    name, key, pos, has_gauss, cached_gaussian = rng.numpy
     return {
-        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
-        "numpy": {"bit_generator": name, "key": key.tolist(), "pos": pos, "has_gauss": has_gauss, "cached_gaussian": cached_gaussian},
-        "torch": {"tensor": "rng.torch"},
-        "learner": {"tensor": "rng.learner"},
-        "cuda": [{"tensor": f"rng.cuda.{device}"} for device in range(len(cuda))],
+        **dataclasses.asdict(state.trainer),
+        "learner_ranks": state.learner_ranks,
+        "scheduler": state.scheduler,
+        "generator": _base64(state.generator),
+        "rng": {
+            "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+            "numpy": {"bit_generator": name, "key": list(key), "pos": pos, "has_gauss": has_gauss, "cached_gaussian": cached_gaussian},
+            "torch": _base64(rng.torch),
+            "cuda": [_base64(device) for device in rng.cuda],
+        },
     }
 
 
-def _refuse_non_finite(final: Path, weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> None:
-    named = [*(("model", n, t) for n, t in weights.items()), *(("optimizer", n, t) for n, t in tensors.items())]
-    bad = [f"{kind} {name}" for kind, name, tensor in named if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
-    if bad:
-        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise CheckpointError(f"not saving {final.name}: NaN or inf values in {', '.join(bad[:3])}{more}; {_kept(final.parent)}")
+def _bytes(tensor: torch.Tensor) -> bytes:
+    return tensor.cpu().contiguous().numpy().tobytes()
 
 
-def _json_bytes(document: dict[str, Any], final: Path, default: Any = None) -> bytes:
+def _uint8(data: bytes) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(data, dtype=np.uint8).copy())
+
+
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+# --- helpers of saving ------------------------------------------------------------------------
+
+
+def _json_bytes(document: dict[str, Any], name: str, default: Any = None) -> bytes:
     try:
         return json.dumps(document, indent=1, default=default).encode()
     except (TypeError, ValueError) as error:
-        raise CheckpointError(f"not saving {final.name}: the training state is not JSON ({error})") from None
+        raise CheckpointError(f"not saving {name}: the training state is not JSON ({error})") from None
 
 
-def _reason(error: OSError | SafetensorError) -> str:
+def _reason(error: BaseException) -> str:
     code = error.errno if isinstance(error, OSError) else None
     if code is None:  # safetensors reports an I/O error as text: "... (os error 28)"
         found = re.search(r"os error (\d+)", str(error))
@@ -353,11 +586,6 @@ def _write_bytes(path: Path, data: bytes) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
 
 
 def _fsync_dir(path: Path) -> None:
@@ -472,19 +700,23 @@ def verify_checkpoint(path: str | Path, hashes: bool = True) -> None:
         raise CheckpointError(f"{path} is not loadable: {error}{_others(path)}") from None
 
 
-def _verify(path: Path, hashes: bool) -> None:
+def _verify(path: Path, hashes: bool) -> _Manifest:
+    """The manifest of ``path``, after checking that every file it lists is there with its size
+    (and ``hashes``: its sha256), and, in the sharded format, that there is no other file."""
     try:
         if path.is_symlink() or not path.is_dir():
             raise CheckpointError("it is not a folder")
         if not (path / MANIFEST).is_file():
             raise CheckpointError(f"{MANIFEST} is missing (an incomplete copy, or an older checkpoint format)")
-        if (path / MANIFEST).stat().st_size > 1 << 20:
+        if (path / MANIFEST).stat().st_size > 1 << 24:
             raise CheckpointError(f"{MANIFEST} is too large")
         manifest = _read_json(path / MANIFEST, _Manifest)
         if STEP_NAME.fullmatch(path.name) and manifest.step != int(path.name[5:]):
             raise CheckpointError(f"{MANIFEST} is for step {manifest.step}")
-        if sorted(manifest.files) != sorted(FILES):
+        if manifest.format == FORMAT and sorted(manifest.files) != sorted(FILES):
             raise CheckpointError(f"{MANIFEST} lists {', '.join(sorted(manifest.files)) or 'no files'}, not {', '.join(FILES)}")
+        if manifest.format == SHARDED_FORMAT:
+            _check_sharded_listing(path, set(manifest.files))
         for name, entry in manifest.files.items():
             file = path / name
             if file.is_symlink() or not file.is_file():
@@ -496,6 +728,24 @@ def _verify(path: Path, hashes: bool) -> None:
                 raise CheckpointError(f"{name} does not match its sha256 in {MANIFEST} (the file is damaged)")
     except OSError as error:
         raise CheckpointError(f"{error.filename or path}: {error.strerror}") from None
+    return manifest
+
+
+def _check_sharded_listing(path: Path, listed: set[str]) -> None:
+    """A sharded checkpoint's manifest lists state.json and the learners' files, and the folder
+    holds nothing else."""
+    bad = sorted(name for name in listed if name != STATE and not _LEARNER_FILE.fullmatch(name))
+    required = {STATE, INDEX, PARAM_GROUPS}
+    if bad or not required <= listed or not any(name.endswith(".distcp") for name in listed):
+        found = ", ".join(bad[:3]) if bad else ", ".join(sorted(listed)[:5]) or "no files"
+        raise CheckpointError(f"{MANIFEST} lists {found}, not {STATE} and {LEARNER}/ (.metadata, optimizer.json, __R_0.distcp)")
+    present = {entry.name for entry in path.iterdir()} - {MANIFEST, LEARNER}
+    learner = path / LEARNER
+    if learner.is_dir() and not learner.is_symlink():
+        present |= {f"{LEARNER}/{entry.name}" for entry in learner.iterdir()}
+    unlisted = present - listed
+    if unlisted:
+        raise CheckpointError(f"{_names(unlisted)} {'is' if len(unlisted) == 1 else 'are'} not in {MANIFEST} (the checkpoint was not saved with it)")
 
 
 def list_checkpoints(root: str | Path, hashes: bool = False) -> list[CheckpointInfo]:
@@ -522,8 +772,8 @@ def choose_checkpoint(root: str | Path, resume_from: str | int | None = None) ->
     that is what ``latest`` names, unless ``latest`` is broken or names a damaged checkpoint,
     or a save was killed between its rename and the pointer update (the note says which).
     A :class:`CheckpointError` listing every entry and its problem when none is loadable.
-    Only the chosen checkpoint (and newer ones that fail) are hashed, so the caller may load
-    it with ``load_checkpoint(..., hashes=False)`` right away.
+    Only the chosen checkpoint (and newer ones that fail) are hashed, so the caller may read
+    and load it with ``hashes=False`` right away.
     """
     root = Path(root)
     infos = list_checkpoints(root)
@@ -572,56 +822,133 @@ def _others(path: Path, infos: list[CheckpointInfo] | None = None) -> str:
     return f". Complete checkpoints in {path.parent} (sizes checked, hashes when chosen): {', '.join(names)}"
 
 
-# --- loading ------------------------------------------------------------------------------------
+# --- reading ------------------------------------------------------------------------------------
 
 
-def load_checkpoint(
+def read_state(path: str | Path, hashes: bool = True) -> CheckpointState:
+    """The controller's part of the checkpoint at ``path`` (either format), every file verified
+    first (its sha256 too, unless ``hashes`` is False because :func:`choose_checkpoint` has just
+    done it) and every RNG state checked; otherwise a :class:`CheckpointError` names the file
+    and the other complete checkpoints."""
+    path = Path(path)
+    try:
+        return _read_saved(path, _verify(path, hashes).format)
+    except CheckpointError as error:
+        raise CheckpointError(f"{path} is not loadable: {error}{_others(path)}") from None
+
+
+def load_learner_state(
     path: str | Path,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
     generator: torch.Generator | None = None,
     hashes: bool = True,
-) -> TrainerState:
-    """Restore weights (and, when given, optimizer, scheduler and every RNG) from ``path``.
+) -> None:
+    """Load the checkpoint at ``path`` (either format, written by any number of ranks) into
+    ``model`` as it is sharded now, and, when given, into ``optimizer``, ``scheduler`` and the
+    learner's ``generator``.
 
-    Every file is verified (its sha256 too, unless ``hashes`` is False because
-    :func:`choose_checkpoint` has just done it) and every value checked before anything is
-    changed; otherwise a :class:`CheckpointError` names the file and the other complete
-    checkpoints.
+    A collective: every learner rank calls it (a plain module in a single process, with or
+    without a process group). Every file is verified (``hashes`` as in :func:`read_state`) and
+    every tensor's name, shape and dtype, the param groups, the scheduler's and the generator's
+    state checked before anything is changed; otherwise a :class:`CheckpointError` names the
+    file (and the tensor) on every rank.
     """
-    verify_checkpoint(path, hashes)
-    return _load(Path(path), model, optimizer, scheduler, generator)
-
-
-def _load(path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, generator: torch.Generator | None) -> TrainerState:
+    path = Path(path)
     try:
-        state = _read_json(path / "state.json", _State)
-        if STEP_NAME.fullmatch(path.name) and state.step != int(path.name[5:]):
-            raise CheckpointError(f"state.json is for step {state.step}")
-        training = _read_json(path / "training.json", _Training)
-        weights = _read_tensors(path / "model.safetensors")
-        tensors = _read_tensors(path / "training.safetensors")
-        _check_weights(weights, _weights(model))
-        rng = training.rng
-        listed = {ref.tensor for ref in [rng.torch, rng.learner, *rng.cuda]}
-        listed |= {v.tensor for values in training.optimizer.state.values() for v in values.values() if isinstance(v, _Tensor)}
-        if listed != set(tensors):
-            raise CheckpointError(f"training.safetensors does not fit training.json: it lacks {_names(listed - set(tensors))}, and has {_names(set(tensors) - listed)} besides")
-        optimizer_state = _optimizer_to_load(training.optimizer, tensors, optimizer) if optimizer is not None else None
-        scheduler_state = _conform(training.scheduler, scheduler.state_dict(), "scheduler") if scheduler is not None else None
+        manifest_format = _verify(path, hashes).format
+        sharded = manifest_format == SHARDED_FORMAT
+        apply = (_plan_sharded if sharded else _plan_single)(path, model, optimizer)
+        saved = _read_saved(path, manifest_format)
+        if scheduler is not None:
+            scheduler_state = _conform(saved.scheduler, scheduler.state_dict(), "scheduler", STATE if sharded else "training.json")
         if generator is not None:
-            _check_rng(rng, tensors, generator)
+            where = (STATE, "generator") if sharded else ("training.safetensors", "rng.learner")
+            _check_state(saved.generator, torch.Generator(device=generator.device), *where)
+        apply()
     except CheckpointError as error:
         raise CheckpointError(f"{path} is not loadable: {error}{_others(path)}") from None
-    model.load_state_dict(weights, strict=False)  # the names left out are tied to loaded ones
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-    if scheduler_state is not None:
+    if scheduler is not None:
         scheduler.load_state_dict(scheduler_state)
     if generator is not None:
-        _set_rng(rng, tensors, generator)
-    return TrainerState(state.step, state.samples, state.games, state.baselines, state.config)
+        generator.set_state(_uint8(saved.generator))
+
+
+def _read_saved(path: Path, manifest_format: int) -> CheckpointState:
+    if manifest_format == SHARDED_FORMAT:
+        saved = _read_json(path / STATE, _SavedState)
+        _check_step(path, saved.step)
+        rng = saved.rng
+        cuda = tuple(_decode(device, f"rng.cuda.{i}") for i, device in enumerate(rng.cuda))
+        state = _saved_rng(rng.python, rng.numpy, _decode(rng.torch, "rng.torch"), cuda)
+        _check_rng(state, STATE, STATE)
+        return CheckpointState(_trainer_state(saved), saved.scheduler, _decode(saved.generator, "generator"), state, saved.learner_ranks)
+    saved = _read_json(path / STATE, _State)
+    _check_step(path, saved.step)
+    training = _read_json(path / "training.json", _Training)
+    rng = training.rng
+    names = [ref.tensor for ref in [rng.torch, rng.learner, *rng.cuda]]
+    listed = set(names) | {v.tensor for values in training.optimizer.state.values() for v in values.values() if isinstance(v, _Tensor)}
+    found, tensors = _read_some_tensors(path / "training.safetensors", names)
+    if listed != found:
+        raise CheckpointError(f"training.safetensors does not fit training.json: it lacks {_names(listed - found)}, and has {_names(found - listed)} besides")
+    states = [_state_bytes(tensors[name], name) for name in names]
+    state = _saved_rng(rng.python, rng.numpy, states[0], tuple(states[2:]))
+    _check_rng(state, "training.json", "training.safetensors")
+    return CheckpointState(_trainer_state(saved), training.scheduler, states[1], state)
+
+
+def _trainer_state(saved: _State) -> TrainerState:
+    return TrainerState(saved.step, saved.samples, saved.games, saved.baselines, saved.config, saved.turns_per_game, saved.generator_failures)
+
+
+def _saved_rng(python: _PythonRNG, numpy: _NumpyRNG, cpu: bytes, cuda: tuple[bytes, ...]) -> RNGState:
+    numpy_state = (numpy.bit_generator, tuple(numpy.key), numpy.pos, numpy.has_gauss, numpy.cached_gaussian)
+    return RNGState((python.version, tuple(python.internal), python.gauss_next), numpy_state, cpu, cuda)
+
+
+def _check_step(path: Path, step: int) -> None:
+    if STEP_NAME.fullmatch(path.name) and step != int(path.name[5:]):
+        raise CheckpointError(f"state.json is for step {step}")
+
+
+def _decode(text: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise CheckpointError(f"{STATE}: {name} is not base64") from None
+
+
+def _state_bytes(tensor: torch.Tensor, name: str) -> bytes:
+    if tensor.dtype != torch.uint8 or tensor.dim() != 1:
+        raise CheckpointError(f"training.safetensors: {name} is not a valid RNG state ({tensor.dtype} {list(tensor.shape)}, not a uint8 vector)")
+    return _bytes(tensor)
+
+
+def _check_rng(rng: RNGState, json_file: str, tensor_file: str) -> None:
+    """Raise unless every RNG state would be accepted (tried on scratch generators)."""
+    try:
+        version, internal, gauss_next = rng.python
+        random.Random().setstate((version, tuple(internal), gauss_next))
+        name, key, pos, has_gauss, cached_gaussian = rng.numpy
+        np.random.RandomState().set_state((name, np.array(key, dtype=np.uint32), pos, has_gauss, cached_gaussian))
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{json_file}: an invalid RNG state ({error})") from None
+    _check_state(rng.torch, torch.Generator(), tensor_file, "rng.torch")
+    if torch.cuda.is_available():
+        for device, state in enumerate(rng.cuda[: torch.cuda.device_count()]):
+            _check_state(state, torch.Generator(device=f"cuda:{device}"), tensor_file, f"rng.cuda.{device}")
+
+
+def _check_state(state: bytes, scratch: torch.Generator, file: str, name: str) -> None:
+    expected = scratch.get_state().numel()
+    try:
+        if len(state) != expected:
+            raise RuntimeError(f"{len(state)} bytes, not {expected}")
+        scratch.set_state(_uint8(state))
+    except RuntimeError as error:
+        raise CheckpointError(f"{file}: {name} is not a valid RNG state ({error})") from None
 
 
 def _read_json(file: Path, schema: type[_Schema]) -> Any:
@@ -644,8 +971,111 @@ def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{file.name}: not a readable safetensors file ({str(error)[:80]})") from None
 
 
+def _read_some_tensors(file: Path, names: list[str]) -> tuple[set[str], dict[str, torch.Tensor]]:
+    """All the tensor names in a safetensors file, and the tensors ``names`` of them there."""
+    try:
+        with safe_open(file, framework="pt") as handle:
+            found = set(handle.keys())
+            return found, {name: handle.get_tensor(name) for name in names if name in found}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{file.name}: not a readable safetensors file ({str(error)[:80]})") from None
+
+
 def _names(names: set[str]) -> str:
     return ", ".join(sorted(names)[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "") if names else "nothing"
+
+
+# --- the learner's tensors: the single-process format -------------------------------------------
+
+
+def _plan_single(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> Callable[[], None]:
+    """Check a single-process checkpoint's tensors against ``model`` (and ``optimizer``); the
+    returned call loads them, each rank taking its shard of the full tensors."""
+    weights = _read_tensors(path / "model.safetensors")
+    live = get_model_state_dict(model)
+    first = _first_names(model, list(live))
+    _check_weights(weights, {name: tensor for name, tensor in live.items() if first[name] == name})
+    full = {f"model.{name}": weights[first[name]] for name in live}
+    groups = None
+    if optimizer is not None:
+        training = _read_json(path / "training.json", _Training)
+        state = _optimizer_to_load(training.optimizer, _read_tensors(path / "training.safetensors"), optimizer)
+        names = _parameter_names(model)
+        pairs = [pair for group, live_group in zip(state["param_groups"], optimizer.param_groups) for pair in zip(group["params"], live_group["params"])]
+        fqn = {saved_id: names[id(param)] for saved_id, param in pairs}
+        if state["state"] and len(state["state"]) != len(fqn):
+            raise CheckpointError(f"training.json: optimizer state for {len(state['state'])} of the {len(fqn)} parameters (a checkpoint has all or none)")
+        for param_id, values in state["state"].items():
+            for key, value in values.items():
+                if not isinstance(value, torch.Tensor):
+                    raise CheckpointError(f"training.json: optimizer state {param_id}.{key} is {value!r:.40}, not a tensor")
+                full[f"optimizer.{fqn[param_id]}.{key}"] = value
+        groups = [{**group, "params": [fqn[param_id] for param_id in group["params"]]} for group in state["param_groups"]]
+
+    def fill(tensors: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for key, target in tensors.items():
+                _copy_full(target, full[key])
+
+    return _loader(model, optimizer, groups, {key for key in full if key.startswith("optimizer.")}, fill, "training.safetensors")
+
+
+def _copy_full(target: torch.Tensor, full: torch.Tensor) -> None:
+    """Copy the full tensor ``full`` into ``target``, a shard of it where ``target`` is one."""
+    if isinstance(target, DTensor):
+        shard = distribute_tensor(full.to(target.device), target.device_mesh, target.placements, src_data_rank=None)
+        target.to_local().copy_(shard.to_local())
+    else:
+        target.copy_(full)
+
+
+def _loader(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    groups: list[dict[str, Any]] | None,
+    optimizer_keys: set[str],
+    fill: Callable[[dict[str, torch.Tensor]], None],
+    file: str,
+) -> Callable[[], None]:
+    """The call that loads a checked checkpoint: ``fill`` writes the saved tensors into the
+    model's and optimizer's (as they are sharded now), then the state dicts are set with the
+    saved param ``groups``."""
+
+    def apply() -> None:
+        if optimizer is None or not optimizer_keys:
+            model_state = get_model_state_dict(model)
+            fill(_flat_tensors(model_state, {}))
+            set_model_state_dict(model, model_state)
+            if optimizer is not None:  # saved before its first step: no state, the param groups
+                ids = optimizer.state_dict()["param_groups"]
+                optimizer.load_state_dict({"state": {}, "param_groups": [{**group, "params": live["params"]} for group, live in zip(groups, ids)]})
+        else:
+            model_state, optimizer_state = get_state_dict(model, optimizer)  # gives a new optimizer its state
+            tensors = _flat_tensors(model_state, optimizer_state["state"])
+            found = {key for key in tensors if key.startswith("optimizer.")}
+            if found != optimizer_keys:
+                raise CheckpointError(f"{file} does not fit this optimizer's state: it lacks {_names(found - optimizer_keys)}, and has {_names(optimizer_keys - found)} besides")
+            fill(tensors)
+            optimizer_state["param_groups"] = groups
+            set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
+
+    return apply
+
+
+def _first_names(model: torch.nn.Module, names: list[str]) -> dict[str, str]:
+    """For each state-dict name, the first name of the same tensor (tied weights are saved once,
+    under the first)."""
+    objects = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
+    first: dict[int, str] = {}
+    return {name: first.setdefault(id(objects[name]), name) if name in objects else name for name in names}
+
+
+def _parameter_names(model: torch.nn.Module) -> dict[int, str]:
+    """The state-dict name of each parameter of ``model`` (its first, when tied), by ``id``."""
+    names: dict[int, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), name)
+    return names
 
 
 def _check_weights(saved: dict[str, torch.Tensor], live: dict[str, torch.Tensor]) -> None:
@@ -679,54 +1109,166 @@ def _optimizer_to_load(saved: _Optimizer, tensors: dict[str, torch.Tensor], opti
     return {"state": state, "param_groups": groups}
 
 
-def _conform(saved: Any, live: Any, where: str) -> Any:
+def _conform(saved: Any, live: Any, where: str, file: str = "training.json") -> Any:
     """``saved`` (parsed JSON) checked to have the structure of ``live``: the same keys, lengths
     and kinds of value; tuples where ``live`` has tuples."""
     if isinstance(live, dict):
         if not isinstance(saved, dict) or set(saved) != set(live):
-            raise CheckpointError(f"training.json: {where} has the keys {_names(set(saved) if isinstance(saved, dict) else set())}, not {_names(set(live))}")
-        return {key: _conform(saved[key], live[key], f"{where}.{key}") for key in live}
+            raise CheckpointError(f"{file}: {where} has the keys {_names(set(saved) if isinstance(saved, dict) else set())}, not {_names(set(live))}")
+        return {key: _conform(saved[key], live[key], f"{where}.{key}", file) for key in live}
     if isinstance(live, (list, tuple)):
         if not isinstance(saved, list) or len(saved) != len(live):
-            raise CheckpointError(f"training.json: {where} should be a list of {len(live)} values")
-        items = [_conform(s, v, f"{where}[{i}]") for i, (s, v) in enumerate(zip(saved, live))]
+            raise CheckpointError(f"{file}: {where} should be a list of {len(live)} values")
+        items = [_conform(s, v, f"{where}[{i}]", file) for i, (s, v) in enumerate(zip(saved, live))]
         return tuple(items) if isinstance(live, tuple) else items
     if not (type(saved) is type(live) or (type(live) is float and type(saved) is int)):
-        raise CheckpointError(f"training.json: {where} is {saved!r:.40}, expected a {type(live).__name__}")
+        raise CheckpointError(f"{file}: {where} is {saved!r:.40}, expected a {type(live).__name__}")
     return saved
 
 
-def _check_rng(rng: _RNG, tensors: dict[str, torch.Tensor], generator: torch.Generator) -> None:
-    """Raise unless every saved RNG state would be accepted (tried on scratch generators)."""
-    cpu = [(rng.torch, torch.Generator()), (rng.learner, torch.Generator(device=generator.device))]
-    if torch.cuda.is_available():
-        cpu += [(ref, torch.Generator(device=f"cuda:{i}")) for i, ref in enumerate(rng.cuda[: torch.cuda.device_count()])]
-    try:
-        random.Random().setstate((rng.python.version, tuple(rng.python.internal), rng.python.gauss_next))
-        n = rng.numpy
-        np.random.RandomState().set_state((n.bit_generator, np.array(n.key, dtype=np.uint32), n.pos, n.has_gauss, n.cached_gaussian))
-    except ValueError as error:
-        raise CheckpointError(f"training.json: an invalid RNG state ({error})") from None
-    for ref, scratch in cpu:
-        tensor = tensors[ref.tensor]
+# --- the learner's tensors: the sharded format --------------------------------------------------
+
+
+def _plan_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> Callable[[], None]:
+    """Check a sharded checkpoint's index against ``model`` (and ``optimizer``); the returned
+    call loads the tensors with DCP into the model's (and optimizer's) shards as they are now."""
+    reader = _IndexReader(path / LEARNER)
+    saved = reader.read_metadata().state_dict_metadata
+    _check_model_index(saved, get_model_state_dict(model))
+    groups = None
+    optimizer_keys = {key for key in saved if key.startswith("optimizer.")}
+    if optimizer is not None:
+        names = _parameter_names(model)
+        params = {names[id(param)]: param for group in optimizer.param_groups for param in group["params"]}
+        _check_optimizer_index(saved, params)
+        live_groups = _param_groups(model, optimizer)
+        groups = _conform(_read_json(path / PARAM_GROUPS, _ParamGroups).param_groups, live_groups, "param_groups", PARAM_GROUPS)
+        for index, (group, live_group) in enumerate(zip(groups, live_groups)):
+            if group["params"] != live_group["params"]:
+                raise CheckpointError(f"{PARAM_GROUPS}: param_groups[{index}].params are not this optimizer's parameters in its order")
+
+    def fill(tensors: dict[str, torch.Tensor]) -> None:
         try:
-            if tensor.dtype != torch.uint8 or tensor.shape != scratch.get_state().shape:
-                raise RuntimeError(f"{tensor.dtype} {list(tensor.shape)}, not uint8 {list(scratch.get_state().shape)}")
-            scratch.set_state(tensor)
-        except RuntimeError as error:
-            raise CheckpointError(f"training.safetensors: {ref.tensor} is not a valid RNG state ({error})") from None
+            _dcp(dcp.load, tensors, storage_reader=reader)
+        except CheckpointException as error:
+            raise CheckpointError(f"{LEARNER}: {str(_cause(error))[:200]} (the model may be partly loaded)") from None
+
+    return _loader(model, optimizer, groups, optimizer_keys, fill, INDEX)
 
 
-def _set_rng(rng: _RNG, tensors: dict[str, torch.Tensor], generator: torch.Generator) -> None:
-    """Restore every RNG; CUDA states for the devices present (the first ones saved)."""
-    random.setstate((rng.python.version, tuple(rng.python.internal), rng.python.gauss_next))
-    n = rng.numpy
-    np.random.set_state((n.bit_generator, np.array(n.key, dtype=np.uint32), n.pos, n.has_gauss, n.cached_gaussian))
-    torch.set_rng_state(tensors[rng.torch.tensor])
-    generator.set_state(tensors[rng.learner.tensor])
-    if torch.cuda.is_available():
-        for device, ref in enumerate(rng.cuda[: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(tensors[ref.tensor], device)
+def _check_model_index(saved: dict[str, Any], live: dict[str, torch.Tensor]) -> None:
+    names = {key[len("model."):] for key in saved if key.startswith("model.")}
+    if names != set(live):
+        raise CheckpointError(f"{INDEX} does not fit this model: it lacks {_names(set(live) - names)}, and has {_names(names - set(live))} besides")
+    for name, tensor in live.items():
+        entry = saved[f"model.{name}"]
+        if entry.size != tensor.shape or entry.properties.dtype != tensor.dtype:
+            raise CheckpointError(f"{INDEX}: {name} is {entry.properties.dtype} {list(entry.size)}, the model's is {tensor.dtype} {list(tensor.shape)}")
+
+
+def _check_optimizer_index(saved: dict[str, Any], params: dict[str, torch.Tensor]) -> None:
+    with_state = set()
+    for key, entry in saved.items():
+        if not key.startswith("optimizer."):
+            continue
+        name, _, value = key[len("optimizer."):].rpartition(".")
+        param = params.get(name)
+        if param is None:
+            raise CheckpointError(f"{INDEX}: optimizer state {name}.{value} for a parameter this optimizer does not train")
+        if not entry.properties.dtype.is_floating_point or entry.size not in (torch.Size([]), param.shape):
+            raise CheckpointError(f"{INDEX}: optimizer state {name}.{value} is {entry.properties.dtype} {list(entry.size)}, its parameter {list(param.shape)}")
+        with_state.add(name)
+    if with_state and with_state != set(params):
+        raise CheckpointError(f"{INDEX}: optimizer state for {len(with_state)} of the {len(params)} parameters (a checkpoint has all or none)")
+
+
+class _IndexReader(FileSystemReader):
+    """DCP's file reader, with the index read by :func:`_read_index` (never plainly unpickled)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self._index: dcp_metadata.Metadata | None = None
+
+    def read_metadata(self, *args: Any) -> dcp_metadata.Metadata:  # no **kwargs: DCP then never falls back to per-rank indexes
+        if self._index is None:
+            self._index = _read_index(Path(self.path))
+            self._index.storage_meta = dcp_metadata.StorageMeta(load_id=self.load_id)
+        return self._index
+
+
+_INDEX_CLASSES = {
+    ("torch.distributed.checkpoint.metadata", name)
+    for name in ("Metadata", "TensorStorageMetadata", "TensorProperties", "ChunkStorageMetadata", "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING")
+} | {("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"), ("torch.serialization", "_get_layout")}
+"""What DCP's index of tensors is made of (besides dtypes, ``torch.<dtype>``, and builtin
+containers): nothing that runs code when it is built."""
+
+
+class _IndexUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _INDEX_CLASSES or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)):
+            return super().find_class(module, name)
+        raise CheckpointError(f"{INDEX} holds {module}.{name}, which a checkpoint's index never holds (not loaded: it could run code)")
+
+
+def _read_index(folder: Path) -> dcp_metadata.Metadata:
+    """DCP's ``.metadata`` in ``folder``, unpickled with :class:`_IndexUnpickler` and checked:
+    tensor entries only, each chunk's data in a file of ``folder`` within its size."""
+    file = folder / ".metadata"
+    try:
+        if file.stat().st_size > _MAX_INDEX_BYTES:
+            raise CheckpointError(f"{INDEX} is too large")
+        data = file.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"{INDEX}: {error.strerror or error}") from None
+    try:
+        index = _IndexUnpickler(io.BytesIO(data)).load()
+    except CheckpointError:  # a class refused (CheckpointError is a ValueError)
+        raise
+    except (pickle.UnpicklingError, EOFError, AttributeError, IndexError, KeyError, MemoryError, OverflowError, RecursionError, RuntimeError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{INDEX}: not a readable checkpoint index ({type(error).__name__}: {str(error)[:80]})") from None
+    try:
+        problem = _index_problem(index, folder)
+    except (AttributeError, TypeError) as error:  # objects of the right classes, built with other fields
+        problem = f"not a checkpoint index ({type(error).__name__}: {str(error)[:80]})"
+    if problem:
+        raise CheckpointError(f"{INDEX}: {problem}")
+    return index
+
+
+def _index_problem(index: Any, folder: Path) -> str | None:
+    """Why ``index`` is not a DCP index of tensors in ``folder``'s data files, or None."""
+    if not isinstance(index, dcp_metadata.Metadata) or not isinstance(index.state_dict_metadata, dict) or not isinstance(index.storage_data, dict):
+        return "not a checkpoint index"
+    sizes: dict[str, int] = {}
+    for key, info in index.storage_data.items():
+        if not isinstance(key, dcp_metadata.MetadataIndex) or not isinstance(info, _StorageInfo):
+            return "not a checkpoint index (storage entries)"
+        file = info.relative_path
+        if not isinstance(file, str) or _DATA_FILE.fullmatch(file) is None:
+            return f"names {str(file)[:60]!r} as a data file, not a __R_N.distcp file of {LEARNER}/"
+        if file not in sizes:
+            sizes[file] = (folder / file).stat().st_size if (folder / file).is_file() else -1
+        if sizes[file] < 0:
+            return f"names {LEARNER}/{file}, which is missing"
+        if not (type(info.offset) is int and type(info.length) is int and 0 <= info.offset and 0 <= info.length and info.offset + info.length <= sizes[file]):
+            return f"an entry of {key.fqn!r:.60} lies outside {LEARNER}/{file}"
+        if info.transform_descriptors:
+            return f"{key.fqn!r:.60} is stored transformed ({info.transform_descriptors!r:.60}), which this reader does not do"
+    for key, entry in index.state_dict_metadata.items():
+        if not isinstance(key, str) or not key.startswith(("model.", "optimizer.")):
+            return f"holds {str(key)[:60]!r}, neither a model nor an optimizer tensor"
+        if not (isinstance(entry, dcp_metadata.TensorStorageMetadata) and isinstance(entry.properties, dcp_metadata.TensorProperties)
+                and isinstance(entry.properties.dtype, torch.dtype) and isinstance(entry.size, torch.Size) and isinstance(entry.chunks, list)):
+            return f"{key[:60]!r} is not a tensor entry"
+        for chunk in entry.chunks:
+            if not (isinstance(chunk, dcp_metadata.ChunkStorageMetadata) and isinstance(chunk.offsets, torch.Size) and isinstance(chunk.sizes, torch.Size)
+                    and len(chunk.offsets) == len(chunk.sizes) == len(entry.size)
+                    and all(0 <= o and o + s <= n for o, s, n in zip(chunk.offsets, chunk.sizes, entry.size))):
+                return f"{key[:60]!r} has a chunk outside its shape {list(entry.size)}"
+            if dcp_metadata.MetadataIndex(key, chunk.offsets) not in index.storage_data:
+                return f"{key[:60]!r} has a chunk stored nowhere"
+    return None
 
 
 def _sha256(path: Path) -> str:

@@ -4,6 +4,7 @@
     spiral-train --config configs/qwen3-4b-base.yaml learner.learning_rate=2e-6 steps=200
     spiral-train --config configs/cpu-demo.yaml --resume
     spiral-train --config configs/cpu-demo.yaml --print-config games.0.env_kwargs.rounds=2
+    spiral-train export runs/cpu-demo exported/cpu-demo [--step 20]
 """
 
 from __future__ import annotations
@@ -38,7 +39,36 @@ def _status(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _export_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spiral-train export",
+        description="Write a checkpoint of a run as a Hugging Face model folder (LoRA merged) that transformers and vLLM load.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the run's output_dir")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="the model folder to write; it must not exist or be empty")
+    parser.add_argument("--step", metavar="N", help="export checkpoint step-N (default: the newest loadable one)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR when it holds files")
+    return parser
+
+
+def export(argv: list[str]) -> int:
+    """``spiral-train export RUN_DIR OUT_DIR [--step N] [--overwrite]``; prints OUT_DIR."""
+    args = _export_parser().parse_args(argv)
+    from spiral_train.export import ExportError, export_checkpoint
+
+    try:
+        out = export_checkpoint(args.run_dir, args.out_dir, args.step, args.overwrite, log=_status)
+    except (ExportError, CheckpointError) as error:
+        print("\n".join(f"spiral-train export: {line}" for line in str(error).splitlines()), file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:
+        return export(argv[1:])
     args = _parser().parse_intermixed_args(argv)
 
     def fail(message: str, status: int = 2) -> int:

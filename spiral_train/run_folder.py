@@ -8,7 +8,6 @@ would make the checkpoint a different experiment (the model, the games' rules).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ from spiral_train.checkpoint import (
     choose_checkpoint,
     later_checkpoints,
     list_checkpoints,
+    read_state,
     set_aside,
 )
 from spiral_train.config import ConfigError, TrainConfig
@@ -67,7 +67,7 @@ def plan_start(
     if (resume or resume_from) and (found or resume_from):
         path, note = choose_checkpoint(root, resume_from)
         step = int(path.name.removeprefix("step-"))
-        saved = json.loads((path / "state.json").read_text(encoding="utf-8"))["config"]
+        saved = read_state(path, hashes=False).trainer.config  # choose_checkpoint verified it
         changes = changed_settings(saved, config.to_dict())
         later = later_checkpoints(root, step)
         if later and not overwrite:

@@ -24,7 +24,18 @@ from spiral_agents.arena import GameRecord
 from spiral_agents.llm.rollout import TurnSample
 from spiral_agents.llm.vllm_server import WeightSyncError
 from spiral_train import seeds
-from spiral_train.checkpoint import CheckpointError, TrainerState, prune_checkpoints, step_name
+from spiral_train.checkpoint import (
+    CheckpointError,
+    CheckpointState,
+    RNGState,
+    TrainerState,
+    begin_checkpoint,
+    discard_checkpoint,
+    finish_checkpoint,
+    prune_checkpoints,
+    read_state,
+    step_name,
+)
 from spiral_train.cluster import WorkerFailure, start_workers
 from spiral_train.config import TrainConfig
 from spiral_train.evaluation import game_metrics
@@ -271,13 +282,21 @@ class Trainer:
             )
 
     def save(self) -> Path:
-        """Checkpoint this step, then delete checkpoints beyond ``checkpoint.keep_last``."""
+        """Checkpoint this step (the learner ranks write their shards into the staged folder,
+        the controller its own state), then delete checkpoints beyond ``checkpoint.keep_last``."""
         self._check_weights()
-        state = TrainerState(
-            self.step_index, self.samples_seen, self.games_seen, self.baselines.state_dict(), self.config.to_dict()
-        )
         root = self.output / "checkpoints"
-        path = self.learners.first_result("save", root, state)
+        staging = begin_checkpoint(root, self.step_index)
+        try:
+            scheduler, generator = self.learners.first_result("save", staging)
+            trainer = TrainerState(
+                self.step_index, self.samples_seen, self.games_seen, self.baselines.state_dict(), self.config.to_dict(), self.turns_per_game, self.generator_failures
+            )
+            state = CheckpointState(trainer, scheduler, generator, RNGState.capture(), learner_ranks=len(self.learners))
+            path = finish_checkpoint(staging, state)
+        except BaseException:
+            discard_checkpoint(staging)
+            raise
         prune_checkpoints(root, self.config.checkpoint.keep_last)
         return path
 
@@ -287,15 +306,20 @@ class Trainer:
         return saved if saved.is_dir() else self.save()
 
     def resume(self, path: Path, hashes: bool = True) -> None:
-        """Continue from the checkpoint at ``path`` with this run's settings (a changed
-        learning rate, schedule or RAE setting takes effect from here)."""
-        state = self.learners.first_result("load", path, hashes)
+        """Continue from the checkpoint at ``path`` (written by any number of learner ranks)
+        with this run's settings (a changed learning rate, schedule or RAE setting takes effect
+        from here)."""
+        saved = read_state(path, hashes)
+        self.learners.call("load", path, False)  # read_state has verified every file
+        state = saved.trainer
         try:
             self.baselines.load_state_dict(state.baselines)
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"{path / 'state.json'}: unreadable RAE baselines ({error!r})") from None
         self.baselines.alpha, self.baselines.update_first = self.config.rae.alpha, self.config.rae.update_first
         self.step_index, self.samples_seen, self.games_seen = state.step, state.samples, state.games
+        self.turns_per_game, self.generator_failures = state.turns_per_game, state.generator_failures
+        saved.rng.restore()
         self.learners.call("apply_config", self.config)
         self._sync_weights()
 

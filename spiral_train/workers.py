@@ -223,19 +223,21 @@ class LearnerWorker:
 
         return kuhn_exploitability(ActionScorer(self.model, self.tokenizer, policy_template(self.config)))
 
-    def save(self, root: Path, state: Any) -> Path:
-        """Checkpoint the learner with the controller's ``state`` under ``root``."""
-        from spiral_train.checkpoint import save_checkpoint
+    def save(self, staging: Path) -> tuple[dict[str, Any], bytes]:
+        """Write this rank's model and optimizer shards into the checkpoint being staged (a
+        collective); the scheduler's and the shuffle generator's states back (every rank's
+        are the same)."""
+        from spiral_train.checkpoint import save_learner_state
+
+        save_learner_state(staging, self.model, self.learner.optimizer)
+        return self.learner.scheduler.state_dict(), self.learner.generator.get_state().numpy().tobytes()
+
+    def load(self, path: Path, hashes: bool) -> None:
+        """Restore this rank from the checkpoint at ``path``, resharded to this run's ranks."""
+        from spiral_train.checkpoint import load_learner_state
 
         learner = self.learner
-        return save_checkpoint(root, state, self.model, learner.optimizer, learner.scheduler, learner.generator)
-
-    def load(self, path: Path, hashes: bool) -> Any:
-        """Restore the learner from the checkpoint at ``path``; the controller's state back."""
-        from spiral_train.checkpoint import load_checkpoint
-
-        learner = self.learner
-        return load_checkpoint(path, self.model, learner.optimizer, learner.scheduler, learner.generator, hashes)
+        load_learner_state(path, self.model, learner.optimizer, learner.scheduler, learner.generator, hashes)
 
     def apply_config(self, config: TrainConfig) -> None:
         """Use a resumed run's learner settings from here on."""

@@ -28,12 +28,8 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from spiral_train import checkpoint
-from spiral_train.checkpoint import (
-    TrainerState,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
+from spiral_train.checkpoint import TrainerState, latest_checkpoint
+from tests.single_process_checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

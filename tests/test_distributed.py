@@ -7,6 +7,12 @@ own temporary folder, started and stopped by this module's fixture.
 
 from __future__ import annotations
 
+import json
+import os
+import random
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,3 +201,58 @@ def test_two_learners_and_two_vllm_cpu_generators_train_two_steps(tiny_qwen3: Pa
         assert [m["step"] for m in history] == [1, 2]
         assert all(m["samples"] >= 16 and m["weight_sync_bytes"] > 0 and m["void_games"] == 0 for m in history)
         sampler_matches_learner(trainer, 3)  # vLLM's sampling log-probs after the last sync
+
+
+def _cli(output: Path, model: Path, *extra: str) -> list[str]:
+    settings = {
+        "model.path": model, "output_dir": output, "steps": 4, "samples_per_step": 16, "concurrency": 16, "eval.every": 0,
+        "warm_start.steps": 0, "checkpoint.every": 1, "checkpoint.keep_last": 5, "tensorboard": "false", "cluster.generators": 2,
+        "cluster.gpus_per_learner": 0, "cluster.gpus_per_generator": 0, "cluster.cpus_per_worker": 0.5,
+    }
+    spiral_train = Path(sys.executable).with_name("spiral-train")
+    return [str(spiral_train), "--config", "configs/cpu-demo.yaml", "--quiet", *(f"{k}={v}" for k, v in settings.items()), *extra]
+
+
+def _kill_after_steps(command: list[str], metrics: Path, steps: int, delay: float) -> None:
+    """Start ``command``; once ``metrics`` holds ``steps`` lines, wait ``delay`` s and SIGKILL
+    the driver, then the Ray processes it started (they share its fate, most of them at once)."""
+    import psutil
+
+    env = {**os.environ, **LOOPBACK}
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while (not metrics.exists() or len(metrics.read_text().splitlines()) < steps) and driver.poll() is None:
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.2)
+    time.sleep(delay)
+    children = psutil.Process(driver.pid).children(recursive=True) if driver.poll() is None else []
+    driver.kill()
+    driver.wait()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    for process in alive:
+        process.kill()
+
+
+@pytest.mark.slow
+def test_a_driver_killed_at_random_moments_resumes_to_the_uninterrupted_run(tiny_qwen3: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from spiral_train.export import export_checkpoint
+
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    env = {**os.environ, **LOOPBACK}
+    subprocess.run(_cli(clean, tiny_qwen3), env=env, check=True, capture_output=True)
+    rng = random.Random(5)
+    for steps in (1, 2):  # a kill after the first step's metrics and one after the second's, at random moments
+        _kill_after_steps(_cli(killed, tiny_qwen3, "--resume"), killed / "metrics.jsonl", steps, rng.uniform(0.0, 1.5))
+    done = subprocess.run(_cli(killed, tiny_qwen3, "--resume"), check=False, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resumed from step" in done.stderr
+    logged = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4]  # each step once, whatever was cut short
+    weights = []
+    for run in (clean, killed):
+        export_checkpoint(run, run / "exported")
+        weights.append(AutoModelForCausalLM.from_pretrained(run / "exported").state_dict())
+    for name, tensor in weights[0].items():
+        torch.testing.assert_close(weights[1][name], tensor, rtol=0, atol=0)  # the same updates exactly

@@ -262,8 +262,9 @@ def test_weights_load_in_the_same_dtype_on_every_device() -> None:
 
 
 def test_a_checkpoint_written_on_a_gpu_in_bfloat16_loads_on_the_cpu(tiny_qwen3: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from spiral_train.checkpoint import TrainerState, load_checkpoint, save_checkpoint
+    from spiral_train.checkpoint import TrainerState
     from spiral_train.learner import Learner, LearnerConfig
+    from tests.single_process_checkpoint import load_checkpoint, save_checkpoint
 
     config = LearnerConfig(learning_rate=1e-3, epochs=1, normaliser=4.0, gradient_checkpointing=False)
     samples = [S("g", i, i % 2, 1.0, [5 + i, 6, 7], [8, 9 + i], None) for i in range(4)]

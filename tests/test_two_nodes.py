@@ -11,7 +11,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from tests.test_distributed import LOOPBACK, config_for  # noqa: E402
+from tests.test_distributed import LOOPBACK, config_for
 
 
 @pytest.mark.slow
