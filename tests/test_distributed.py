@@ -164,12 +164,27 @@ def test_two_learners_and_two_generators_compute_what_one_process_computes(tiny_
         for step in range(2):
             spread.step()
             sampler_matches_learner(spread, step + 5)
+            if step == 0:
+                two_rank_checkpoint = spread.save()
         spread_weights = learner_weights(spread)
     assert shared == alone  # the same games, turn by turn, token by token
     assert spread_weights.keys() == alone_weights.keys()
-    largest = max((spread_weights[k] - v).abs().max().item() for k, v in alone_weights.items())
     moved = max((alone_weights[k] - v).abs().max().item() for k, v in initial_weights(tiny_qwen3).items())
-    assert largest <= 5e-5 and moved > 4e-3, (largest, moved)
+    assert moved > 4e-3
+    assert largest_difference(spread_weights, alone_weights) <= 5e-5
+
+    # the 2-rank checkpoint of step 1 resumes in one process (DCP reshards) and goes on alike
+    with Trainer(config_for(tiny_qwen3, tmp_path / "ray")) as resumed:
+        resumed.resume(two_rank_checkpoint)
+        assert not resumed.workers.distributed and resumed.step_index == 1
+        resumed_games = record_games(resumed)
+        resumed.step()
+        assert resumed_games == alone[1:]
+        assert largest_difference(learner_weights(resumed), alone_weights) <= 5e-5
+
+
+def largest_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return max((a[k] - v).abs().max().item() for k, v in b.items())
 
 
 @pytest.mark.slow
@@ -256,3 +271,14 @@ def test_a_driver_killed_at_random_moments_resumes_to_the_uninterrupted_run(tiny
         weights.append(AutoModelForCausalLM.from_pretrained(run / "exported").state_dict())
     for name, tensor in weights[0].items():
         torch.testing.assert_close(weights[1][name], tensor, rtol=0, atol=0)  # the same updates exactly
+
+
+@pytest.mark.slow
+def test_a_learner_rank_that_dies_stops_the_run_with_continue_with_resume(tiny_qwen3: Path, tmp_path: Path, ray_session: None) -> None:
+    from spiral_train.cluster import WorkerFailure
+    from spiral_train.trainer import Trainer
+
+    with Trainer(config_for(tiny_qwen3, tmp_path, 2, 1)) as trainer:
+        ray.kill(trainer.learners.actors[1])  # rank 0 alone would wait in its collectives forever
+        with pytest.raises(WorkerFailure, match=r"(?s)learner rank 1 failed during update: .*Step 1 was not applied; continue with --resume"):
+            trainer.train(progress=False, log=lambda line: None)

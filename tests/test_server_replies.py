@@ -588,7 +588,7 @@ def test_hostile_replies_end_only_their_games_in_a_rollout(server: HostileServer
     server.reply = reply
     be = backend(server.url, api_key=KEY, concurrency=8)
     policy = LLMPolicy(be, BaseModelTemplate(), SamplingConfig(max_tokens=64), "remote")
-    engine = RolloutEngine([Matchup("TicTacToe-v0", (policy, policy))], concurrency=8, seed=5)
+    engine = RolloutEngine([Matchup("TicTacToe-v0", (policy, policy))], concurrency=8, seed=8)
     rollout = engine.run(games=16)
     assert len(rollout.games) == 16
     errors = [r.error for r in rollout.games if r.error]
