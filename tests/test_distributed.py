@@ -274,11 +274,12 @@ def test_a_driver_killed_at_random_moments_resumes_to_the_uninterrupted_run(tiny
 
 
 @pytest.mark.slow
-def test_a_learner_rank_that_dies_stops_the_run_with_continue_with_resume(tiny_qwen3: Path, tmp_path: Path, ray_session: None) -> None:
+def test_colocated_workers_train_and_a_dead_learner_rank_stops_the_run_with_continue_with_resume(tiny_qwen3: Path, tmp_path: Path, ray_session: None) -> None:
     from spiral_train.cluster import WorkerFailure
     from spiral_train.trainer import Trainer
 
-    with Trainer(config_for(tiny_qwen3, tmp_path, 2, 1)) as trainer:
+    with Trainer(config_for(tiny_qwen3, tmp_path, 2, 2, **{"cluster.colocate": "true"})) as trainer:
+        assert trainer.step()["samples"] >= 16  # colocated: rank i and generator i share bundle i
         ray.kill(trainer.learners.actors[1])  # rank 0 alone would wait in its collectives forever
-        with pytest.raises(WorkerFailure, match=r"(?s)learner rank 1 failed during update: .*Step 1 was not applied; continue with --resume"):
+        with pytest.raises(WorkerFailure, match=r"(?s)learner rank 1 failed during update: .*Step 2 was not applied; continue with --resume"):
             trainer.train(progress=False, log=lambda line: None)
