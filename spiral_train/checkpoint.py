@@ -76,6 +76,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from spiral_train.seeds import FIRST_TURNS_PER_GAME
+
 FORMAT = 1
 """The single-process format's manifest version (read, no longer written)."""
 SHARDED_FORMAT = 2
@@ -111,9 +113,9 @@ class TrainerState:
     games: int
     baselines: dict[str, Any]
     config: dict[str, Any]
-    turns_per_game: float = 2.0
+    turns_per_game: float = FIRST_TURNS_PER_GAME
     """LLM turns per game of the last step (it sizes the next step's first round of games); a
-    checkpoint saved without it gives 2.0, the first step's guess."""
+    checkpoint saved without it gives the first step's guess."""
     generator_failures: int = 0
 
 
@@ -221,7 +223,7 @@ class _State(_Schema):
     games: Count
     baselines: dict[str, Any]
     config: dict[str, Any]
-    turns_per_game: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 2.0
+    turns_per_game: Annotated[float, Field(gt=0, allow_inf_nan=False)] = FIRST_TURNS_PER_GAME
     generator_failures: Count = 0
 
 

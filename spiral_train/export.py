@@ -119,7 +119,7 @@ def _trained_model(path: Path) -> tuple[torch.nn.Module, Any, str]:
     from transformers import AutoConfig
 
     from spiral_train.config import ConfigError, build_config
-    from spiral_train.model import generator_weights, is_lora, load_model
+    from spiral_train.model import generator_weights, is_lora, load_model, upcast_trained
 
     state = read_state(path, hashes=False)  # verified just now
     settings = state.trainer.config.get("model")
@@ -135,9 +135,7 @@ def _trained_model(path: Path) -> tuple[torch.nn.Module, Any, str]:
         dtype = AutoConfig.from_pretrained(base).dtype or torch.float32
     except (OSError, ValueError) as error:
         raise ExportError(f"cannot load the run's base model {base!r} (model.path in its checkpoint): {error}") from None
-    for parameter in model.parameters():  # the trained weights as the learner keeps them: float32
-        if parameter.requires_grad and parameter.is_floating_point():
-            parameter.data = parameter.data.float()
+    upcast_trained(model)  # the trained weights as the learner keeps them: float32
     load_learner_state(path, model, hashes=False)
     if is_lora(model):
         merged = generator_weights(model)

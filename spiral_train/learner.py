@@ -37,6 +37,7 @@ import torch.distributed as dist
 from torch.utils.checkpoint import checkpoint
 
 from spiral_train.loss import LossConfig, check_range, policy_loss
+from spiral_train.model import upcast_trained
 from spiral_train.sharding import (
     SHARDED_FORWARD,
     RankPlan,
@@ -231,10 +232,8 @@ class Learner:
         self.group = shard_group(model)
         """The ranks the model is sharded over (None: one rank); each trains a share of a batch."""
         self.rank, self.ranks = (dist.get_rank(self.group), dist.get_world_size(self.group)) if self.group else (0, 1)
+        upcast_trained(model)  # float32 master weights
         self.parameters = [p for p in model.parameters() if p.requires_grad]
-        for parameter in self.parameters:  # float32 master weights
-            if parameter.is_floating_point() and parameter.dtype != torch.float32:
-                parameter.data = parameter.data.float()
         self.optimizer = torch.optim.AdamW(
             self.parameters, lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay
         )

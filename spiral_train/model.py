@@ -66,6 +66,14 @@ def load_model(config: TrainConfig) -> tuple[torch.nn.Module, Any]:
     return model, tokenizer
 
 
+def upcast_trained(model: torch.nn.Module) -> None:
+    """Make the parameters ``model`` trains (``requires_grad``) float32 in place: the learner's
+    master weights, whatever dtype the model was loaded in (a frozen LoRA base keeps its own)."""
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.is_floating_point() and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
+
+
 def _attention_kwargs(on: torch.device) -> dict[str, str]:
     # On the CPU, grouped-query attention without copying key/value heads (same results).
     return {"attn_implementation": attention.register()} if on.type == "cpu" else {}

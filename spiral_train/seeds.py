@@ -12,7 +12,7 @@ run seed) through numpy ``SeedSequence`` entropy lists, in this one place.
 ==============================  =====================================================
 
 A step's games are episodes ``0, 1, 2, ...``: the controller asks for them in rounds (see
-:class:`spiral_train.controller.Trainer`), and each generator plays the episodes it is given,
+:meth:`spiral_train.trainer.Trainer._play`), and each generator plays the episodes it is given,
 so which games a step plays, and how they go, does not depend on how many generators share
 them. The rollout engine documents the per-episode part (:class:`~spiral_agents.llm.rollout.
 RolloutEngine`); steps count from 0 (the first update is step 0's games).
@@ -23,6 +23,10 @@ from __future__ import annotations
 import numpy as np
 
 GAMES, DRAW, LEARNER, EVALUATION, WARM_START = range(5)
+
+FIRST_TURNS_PER_GAME = 2.0
+"""The first step's guess of LLM turns per game, which sizes its first round of episodes (later
+steps use the last step's turns per game, kept in checkpoints)."""
 
 
 def games_root(seed: int, step: int) -> list[int]:

@@ -50,11 +50,11 @@ def shard_model(model: torch.nn.Module, bf16: bool = True) -> torch.nn.Module:
         register_fsdp_forward_method,
     )
 
+    from spiral_train.model import upcast_trained
+
     if not dist.is_initialized():
         raise RuntimeError("shard_model needs torch.distributed's default process group initialised on every rank")
-    for parameter in model.parameters():
-        if parameter.requires_grad and parameter.is_floating_point():
-            parameter.data = parameter.data.float()
+    upcast_trained(model)
     device = next(model.parameters()).device
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     bfloat16 = bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()

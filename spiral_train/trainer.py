@@ -45,9 +45,6 @@ from spiral_train.rae import RoleBaselines
 from spiral_train.run_folder import RunStart, plan_start
 from spiral_train.weight_sync import SyncReport, WeightSync
 
-FIRST_TURNS_PER_GAME = 2.0
-"""The first step's guess of LLM turns per game, which sizes its first round of games."""
-
 
 @dataclass
 class StepGames:
@@ -81,7 +78,7 @@ class Trainer:
         self.step_index = 0
         self.samples_seen = 0
         self.games_seen = 0
-        self.turns_per_game = FIRST_TURNS_PER_GAME
+        self.turns_per_game = seeds.FIRST_TURNS_PER_GAME
         """LLM turns per game of the last step: how many games a step's first round plays."""
         self.generator_failures = 0
         self._reasoning_problems: list[Any] | None = None
