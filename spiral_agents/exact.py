@@ -110,6 +110,55 @@ def kuhn_nash_conv(policy: Policy) -> float:
     return gains
 
 
+def kuhn_mixture(policies: list[Policy], weights: list[float] | None = None) -> Policy:
+    """The behaviour policy of a mixture: each hand, one of ``policies`` is drawn (by
+    ``weights``, default uniform) and plays the whole hand. At an information set a policy's
+    vote counts in proportion to its weight times the probability that its own earlier
+    actions led there (chance and the other seat reach it alike under every policy): the
+    average strategy fictitious play drives to the equilibrium, not the plain mean of the
+    action probabilities."""
+    if not policies:
+        raise ValueError("a mixture needs at least one policy")
+    weights = [1.0] * len(policies) if weights is None else list(weights)
+    if len(weights) != len(policies) or min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(f"need one non-negative weight per policy with a positive sum, got {weights}")
+    mixed: Policy = {}
+    for infoset in policies[0]:
+        opener, card, history = infoset
+        total, votes = 0.0, np.zeros(4)
+        for policy, weight in zip(policies, weights):
+            reach = weight
+            for position, action in enumerate(history):
+                if (position % 2 == 0) == opener:  # this seat's own earlier action
+                    reach *= policy[(opener, card, history[:position])][action]
+            total += reach
+            votes += reach * policy[infoset]
+        mixed[infoset] = votes / total if total > 0 else np.mean([p[infoset] for p in policies], axis=0)
+    return mixed
+
+
+def encode_policy(policy: Policy) -> dict[str, list[float]]:
+    """A Kuhn policy as JSON data: ``"<opener 0|1>:<card>:<betting>"`` -> probabilities."""
+    return {f"{int(o)}:{c}:{''.join(map(str, h))}": [float(x) for x in p] for (o, c, h), p in policy.items()}
+
+
+def decode_policy(table: dict[str, list[float]]) -> Policy:
+    """The inverse of :func:`encode_policy`; ValueError unless it names the 12 information
+    sets, each with 4 probabilities that sum to 1."""
+    policy: Policy = {}
+    for key, probabilities in table.items():
+        opener, card, betting = key.split(":")
+        infoset = (opener == "1", int(card), tuple(int(a) for a in betting))
+        p = np.asarray(probabilities, dtype=np.float64)
+        if p.shape != (4,) or not np.isfinite(p).all() or (p < 0).any() or abs(p.sum() - 1) > 1e-6:
+            raise ValueError(f"{key}: not 4 probabilities summing to 1: {probabilities}")
+        policy[infoset] = p
+    expected = {(acts, card, h) for card in range(3) for acts, h in DECISIONS}
+    if set(policy) != expected:
+        raise ValueError("a Kuhn policy names the 12 information sets of single-hand Kuhn Poker")
+    return policy
+
+
 def kuhn_exploitability(agent: Any) -> float:
     """Exploitability (NashConv / 2) of an agent in single-hand Kuhn Poker, in chips per hand.
 

@@ -117,6 +117,9 @@ class TrainerState:
     """LLM turns per game of the last step (it sizes the next step's first round of games); a
     checkpoint saved without it gives the first step's guess."""
     generator_failures: int = 0
+    opponents: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The population, ratings and frozen opponents' snapshot hashes (:meth:`spiral_train.
+    trainer.Trainer.save` writes them, its ``resume`` checks them)."""
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,7 @@ class _State(_Schema):
     config: dict[str, Any]
     turns_per_game: Annotated[float, Field(gt=0, allow_inf_nan=False)] = FIRST_TURNS_PER_GAME
     generator_failures: Count = 0
+    opponents: dict[str, Any] = {}
 
 
 class _Tensor(_Schema):
@@ -902,7 +906,7 @@ def _read_saved(path: Path, manifest_format: int) -> CheckpointState:
 
 
 def _trainer_state(saved: _State) -> TrainerState:
-    return TrainerState(saved.step, saved.samples, saved.games, saved.baselines, saved.config, saved.turns_per_game, saved.generator_failures)
+    return TrainerState(saved.step, saved.samples, saved.games, saved.baselines, saved.config, saved.turns_per_game, saved.generator_failures, saved.opponents)
 
 
 def _saved_rng(python: _PythonRNG, numpy: _NumpyRNG, cpu: bytes, cuda: tuple[bytes, ...]) -> RNGState:

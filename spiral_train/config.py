@@ -30,9 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 import spiral_envs
 from spiral_agents.arena import check_env_kwargs
 from spiral_agents.llm.backend import SamplingConfig
-from spiral_agents.registry import import_user_modules, make_agent, supports
+from spiral_agents.registry import import_user_modules, make_agent, supports, unsupported_reason
 from spiral_envs.registry import GAMES
 from spiral_train.learner import LearnerConfig
+from spiral_train.population import KINDS, SELF, is_model_folder, opponent_mix
 
 GENERATOR_BACKENDS = ("vllm", "transformers", "vllm-server")
 MAX_SEED = 2**63 - 1
@@ -114,6 +115,10 @@ class GameConfig(Section):
     env_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments of ``spiral_envs.env``: the game's variant (e.g. ``rounds``) or the
     adapter's (``max_turns``, ``invalid_move``), which win over the ``rewards`` section."""
+    opponent: str | dict[str, float] = SELF
+    """Who the learner plays (:mod:`spiral_train.population`): ``self``, ``initial``,
+    ``population``, a model folder (exported or a checkpoint), an agent spec, or a weighted mix
+    of these (``{self: 0.8, population: 0.2}``). Seats alternate."""
 
     @field_validator("id")
     @classmethod
@@ -130,6 +135,36 @@ class GameConfig(Section):
         except ValueError as error:
             raise ValueError(f"env_kwargs: {error}") from None
         return self
+
+    @model_validator(mode="after")
+    def _opponents_known(self) -> GameConfig:
+        try:
+            mix = opponent_mix(self.opponent)
+        except ValueError as error:
+            raise ValueError(f"opponent: {error}") from None
+        folders = {name: str(Path(name).expanduser().resolve()) for name in mix if name not in KINDS and is_model_folder(name)}
+        if folders:  # the same folder from any worker's working directory
+            opponent = self.opponent
+            self.opponent = folders.get(opponent, opponent) if isinstance(opponent, str) else {folders.get(k, k): w for k, w in opponent.items()}
+        for name in mix:
+            if name in KINDS or name in folders:
+                continue
+            try:
+                if not supports(name, self.id):
+                    raise ValueError(unsupported_reason(name, self.id) or f"does not play {self.id}")
+                make_agent(name, self.id, seed=0)
+            except Exception as error:  # noqa: BLE001 - any failure to build is a bad spec
+                message = error.args[0] if isinstance(error, KeyError) and error.args else error
+                raise ValueError(
+                    f"opponent: {name!r} is not self, initial, population, a model folder (with "
+                    f"config.json or a checkpoint's state.json) or a usable agent spec: {message}"
+                ) from None
+        return self
+
+    @property
+    def mix(self) -> dict[str, float]:
+        """The opponent setting as normalised weights."""
+        return opponent_mix(self.opponent)
 
 
 def _default_games() -> list[GameConfig]:
@@ -225,6 +260,26 @@ class CheckpointConfig(Section):
     """Checkpoints kept on disk; older ones are deleted (never the newest or ``latest``)."""
 
 
+class PopulationConfig(Section):
+    """The pool of past snapshots that ``population`` opponents are drawn from (used when a
+    game's ``opponent`` names ``population``; see :class:`spiral_train.population.Population`)."""
+
+    every: int = Field(5, ge=1)
+    """Snapshot the policy every this many steps (and at step 0, after the warm start)."""
+    size: int = Field(8, ge=1)
+    """Most snapshots in the pool; each costs a copy of the weights on every generator (and
+    on disk under ``<output_dir>/opponents``)."""
+    replacement: Literal["fifo", "reservoir"] = "fifo"
+    sampling: Literal["uniform", "latest", "rating"] = "uniform"
+    """uniform; latest (weights by age rank, newest highest); rating (prioritized fictitious
+    self-play: ``(1 - p) ** power``, p the learner's Elo win probability)."""
+    power: float = Field(2.0, gt=0)
+    floor: float = Field(0.05, ge=0, le=1)
+    """rating: the least weight a member gets before normalising."""
+    elo_k: float = Field(16.0, gt=0)
+    """Elo's K factor for the ratings of the learner and its opponents (in the metrics)."""
+
+
 class ClusterConfig(Section):
     """Where the workers run. With one learner, one generator and no ``address`` everything runs
     in this process (no Ray); otherwise on Ray (the ``distributed`` extra): ``learners`` ranks of
@@ -291,6 +346,7 @@ class TrainConfig(Section):
     warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    population: PopulationConfig = Field(default_factory=PopulationConfig)
     steps: int = Field(400, ge=1)
     samples_per_step: int = Field(128, ge=1)
     """Turn samples each policy update trains on: the rollout plays until this many turns are
@@ -324,6 +380,10 @@ class TrainConfig(Section):
         if self.generator.backend == "vllm-server" and self.cluster.generators > 1:
             raise ValueError("cluster.generators: a vllm-server generator is the one running server; set 1")
         return self
+
+    def opponents(self) -> set[str]:
+        """Every opponent name the games' mixes use."""
+        return {name for game in self.games for name in game.mix}
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain JSON data (what checkpoints and ``--print-config`` show)."""

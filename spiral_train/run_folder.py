@@ -24,7 +24,7 @@ from spiral_train.checkpoint import (
 )
 from spiral_train.config import ConfigError, TrainConfig
 
-RUN_FILES = ("checkpoints", "metrics.jsonl", "tensorboard", "served-weights", "reasoning", "learning_curve.png")
+RUN_FILES = ("checkpoints", "metrics.jsonl", "tensorboard", "served-weights", "reasoning", "opponents", "learning_curve.png")
 """What a run writes into its output folder (``overwrite`` removes these and nothing else)."""
 FIXED_ON_RESUME = ("model.path", "model.lora_rank", "model.lora_alpha", "model.lora_dropout")
 

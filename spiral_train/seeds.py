@@ -9,6 +9,7 @@ run seed) through numpy ``SeedSequence`` entropy lists, in this one place.
 ``[seed, 2]``                   the learner's shuffle of each epoch (every rank alike)
 ``[seed, 3]``                   evaluation games (the same every evaluation)
 ``[seed, 4]``                   the warm start's batches
+``[seed, 5, step]``             the population's reservoir draw after ``step``
 ==============================  =====================================================
 
 A step's games are episodes ``0, 1, 2, ...``: the controller asks for them in rounds (see
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-GAMES, DRAW, LEARNER, EVALUATION, WARM_START = range(5)
+GAMES, DRAW, LEARNER, EVALUATION, WARM_START, POPULATION = range(6)
 
 FIRST_TURNS_PER_GAME = 2.0
 """The first step's guess of LLM turns per game, which sizes its first round of episodes (later
@@ -37,6 +38,11 @@ def games_root(seed: int, step: int) -> list[int]:
 def draw_rng(seed: int, step: int) -> np.random.Generator:
     """The generator that draws the turns ``step`` trains on."""
     return np.random.default_rng([seed, DRAW, step])
+
+
+def population_rng(seed: int, step: int) -> np.random.Generator:
+    """The generator of the population's reservoir draw for the snapshot after ``step``."""
+    return np.random.default_rng([seed, POPULATION, step])
 
 
 def derived_seed(seed: int, stream: int) -> int:

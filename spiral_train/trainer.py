@@ -41,6 +41,21 @@ from spiral_train.config import TrainConfig
 from spiral_train.evaluation import game_metrics
 from spiral_train.learner import NonFiniteError
 from spiral_train.metrics import MetricsLogger
+from spiral_train.opponents import OpponentError, snapshot_path
+from spiral_train.population import (
+    INITIAL,
+    LEARNER,
+    POPULATION,
+    SELF,
+    Entry,
+    OpponentsState,
+    Population,
+    Ratings,
+    Snapshot,
+    kind_of,
+    opponent_plan,
+    snapshot_name,
+)
 from spiral_train.rae import RoleBaselines
 from spiral_train.run_folder import RunStart, plan_start
 from spiral_train.weight_sync import SyncReport, WeightSync
@@ -62,7 +77,7 @@ class StepGames:
 
 
 class Trainer:
-    """Self-play training of one policy over a weighted mix of games."""
+    """Self-play training of one policy over a weighted mix of games and opponents."""
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -82,6 +97,13 @@ class Trainer:
         """LLM turns per game of the last step: how many games a step's first round plays."""
         self.generator_failures = 0
         self._reasoning_problems: list[Any] | None = None
+        self.mixes = [game.mix for game in config.games]
+        p = config.population
+        self.population = Population(p.size, p.every, p.replacement, p.sampling, p.power, p.floor) if POPULATION in config.opponents() else None
+        self.ratings = Ratings(k=p.elo_k)
+        """Elo ratings of the learner and every opponent it played (self-play games aside)."""
+        self.frozen: dict[str, str] = {}
+        """The snapshot files the generators serve as frozen opponents: name -> sha256."""
 
     def close(self) -> None:
         """Stop the workers (and Ray, if this run started it)."""
@@ -97,18 +119,20 @@ class Trainer:
     def step(self) -> dict[str, float]:
         config = self.config
         start = time.perf_counter()
-        rollout = self._play()
+        rollout = self._play(self._plan())
         samples, games = rollout.samples, rollout.games
         generated = time.perf_counter()
         self.generators.call("sleep")  # first: a WeightSyncError here leaves the step as it was
 
         # A game whose generation failed (the server, not the model) is void: its forfeit
         # is neither trained on nor counted in the game statistics; so are the games of a
-        # generator that died (they never came back).
+        # generator that died (they never came back). Only the learner's own turns are
+        # trained (a frozen opponent's are not); RAE keeps a baseline per opponent kind.
         void = {s.episode for s in samples if s.finish_reason == "error"}
-        played = [s for s in samples if s.episode not in void]
+        played = [s for s in samples if s.episode not in void and s.policy == LEARNER]
         trained = [s for s in played if s.response_token_ids]
-        advantages = self.baselines.advantages(trained)  # every finished game moves the baselines
+        advantages = self.baselines.advantages(trained, opponent=lambda s: kind_of(s.opponent))  # every finished game moves the baselines
+        self._rate(played)
         metrics = self._game_metrics(played, trained, advantages)
         if not config.train_all_turns:
             trained, advantages = self._draw(trained, advantages)
@@ -125,6 +149,8 @@ class Trainer:
         if finished:
             self.turns_per_game = max(1.0, len(played) / finished)
         sync = self._wake_and_sync()  # last: a WeightSyncError leaves a finished step to checkpoint
+        if self.population is not None and self.population.due(self.step_index):
+            self._add_to_pool()
         synced = time.perf_counter()
 
         generated_tokens = sum(len(s.response_token_ids) for s in samples)
@@ -143,9 +169,10 @@ class Trainer:
             weight_sync_bytes=sync.bytes,
             generation_tokens_per_second=generated_tokens / max(generated - start, 1e-9),
         )
+        metrics.update(self._opponent_metrics())
         return metrics
 
-    def _play(self) -> StepGames:
+    def _play(self, plan: list[Entry] | None = None) -> StepGames:
         """This step's games: episodes 0, 1, 2, ... in rounds (at most ``concurrency`` games,
         as many as the last step's turns per game say are needed) until ``samples_per_step``
         LLM turns are taken, each round's episodes shared between the generators. Which
@@ -161,7 +188,7 @@ class Trainer:
             episodes = list(range(first, first + count))
             first += count
             shares = [episodes[i :: len(self.generators)] for i in range(len(self.generators))]
-            results = self.generators.call_each("play", [(self.step_index, share) for share in shares])
+            results = self.generators.call_each("play", [(self.step_index, share, plan) for share in shares])
             before = len(samples)
             busiest += max((r.seconds for r in results if not isinstance(r, BaseException)), default=0.0)
             for index, (share, result) in enumerate(zip(shares, results)):
@@ -181,10 +208,113 @@ class Trainer:
 
     def _revive(self, index: int) -> None:
         """Generator ``index`` died: wait until Ray has restarted it and give it the current
-        weights before it plays again."""
+        weights and frozen opponents before it plays again."""
         self.generator_failures += 1
         self.generators.revive(index)
         self.weights.resend(index)
+        for name, sha256 in self.frozen.items():
+            self.generators.call_one(index, "add_frozen", name, snapshot_path(self.output, name), sha256)
+
+    # --- opponents -------------------------------------------------------------------------
+    def _plan(self) -> list[Entry] | None:
+        """This step's matchups (None: self-play in every game, the plain path)."""
+        if all(mix == {SELF: 1.0} for mix in self.mixes):
+            return None
+        pool = self.population.weights(self.ratings) if self.population is not None else {}
+        return opponent_plan(self.mixes, [g.weight for g in self.config.games], pool)
+
+    def _start_opponents(self) -> None:
+        """A fresh run's step-0 snapshots: ``initial`` and the population's first member."""
+        if INITIAL in self.config.opponents():
+            self._snapshot(INITIAL)
+        if self.population is not None:
+            self._add_to_pool()
+
+    def _snapshot(self, name: str) -> Snapshot:
+        """The learners write the policy to a snapshot file; every generator serves it."""
+        path = snapshot_path(self.output, name)
+        kuhn = self.config.eval.kuhn_exploitability and name != INITIAL
+        sha256, table = self.learners.first_result("snapshot", path, kuhn)
+        self.generators.call("add_frozen", name, path, sha256)
+        self.frozen[name] = sha256
+        return Snapshot(name, self.step_index, sha256, table)
+
+    def _add_to_pool(self) -> None:
+        assert self.population is not None
+        snapshot = self._snapshot(snapshot_name(self.step_index))
+        self.ratings.add(snapshot.name)  # it is the learner now
+        out = self.population.add(snapshot, seeds.population_rng(self.config.seed, self.step_index))
+        if out is not None:
+            self.generators.call("remove_frozen", out.name)
+            self.frozen.pop(out.name, None)
+            self.ratings.values.pop(out.name, None)
+
+    def _rate(self, learner_turns: list[TurnSample]) -> None:
+        """Elo updates from this step's games against anything but the learner itself, in
+        episode order (one per game)."""
+        rated: set[int] = set()
+        for sample in learner_turns:
+            if sample.opponent != LEARNER and sample.episode not in rated and sample.reward is not None:
+                rated.add(sample.episode)
+                self.ratings.update(sample.opponent, sample.reward)
+
+    def _opponent_metrics(self) -> dict[str, float]:
+        if self.ratings.values == {} and self.population is None:
+            return {}
+        metrics = {f"rating/{name}": value for name, value in sorted(self.ratings.values.items())}
+        if self.population is not None:
+            metrics["population/size"] = len(self.population.members)
+            weights = self.population.weights(self.ratings)
+            metrics.update({f"population/weight/{name}": w for name, w in weights.items()})
+        return metrics
+
+    def _opponents_state(self) -> dict[str, Any]:
+        if not self.frozen and not self.ratings.values:
+            return {}
+        return {
+            "population": self.population.state_dict() if self.population is not None else None,
+            "ratings": self.ratings.state_dict(),
+            "frozen": dict(self.frozen),
+        }
+
+    def _restore_opponents(self, path: Path, saved: dict[str, Any]) -> None:
+        """Load a checkpoint's pool and ratings, and serve its frozen opponents again (their
+        snapshot files checked against the recorded sha256)."""
+        from pydantic import ValidationError
+
+        if not saved:
+            if self.population is not None or INITIAL in self.config.opponents():
+                self._start_opponents()  # a checkpoint of a run without opponents
+            return
+        try:
+            state = OpponentsState.model_validate(saved)
+        except ValidationError as error:
+            raise CheckpointError(f"{path / 'state.json'}: unreadable opponents ({error.errors()[0]['msg']})") from None
+        self.ratings.load_state_dict(state.ratings.model_dump())
+        if self.population is not None and state.population is not None:
+            self.population.load_state_dict(state.population.model_dump())
+        for name, sha256 in state.frozen.items():
+            try:
+                self.generators.call("add_frozen", name, snapshot_path(self.output, name), sha256)
+            except OpponentError as error:
+                raise CheckpointError(f"{path}: its frozen opponent {name}: {error}") from None
+            self.frozen[name] = sha256
+        if self.population is not None and state.population is None:
+            self._add_to_pool()  # population opponents added on resume: the pool starts here
+
+    def _prune_snapshots(self) -> None:
+        """Delete snapshot files that neither the live run nor a kept checkpoint names."""
+        import json
+
+        keep = set(self.frozen)
+        for state in (self.output / "checkpoints").glob("step-*/state.json"):
+            try:
+                keep |= set(json.loads(state.read_text(encoding="utf-8")).get("opponents", {}).get("frozen", {}))
+            except (OSError, ValueError, AttributeError):
+                return  # an unreadable checkpoint might need any of them
+        for file in (self.output / "opponents").glob("*.safetensors"):
+            if file.name.removesuffix(".safetensors") not in keep:
+                file.unlink(missing_ok=True)
 
     def _draw(self, samples: list[TurnSample], advantages: list[float]) -> tuple[list[TurnSample], list[float]]:
         """``samples_per_step`` of the turns, drawn uniformly without replacement (all of them
@@ -197,15 +327,17 @@ class Trainer:
         return [samples[i] for i in chosen], [advantages[i] for i in chosen]
 
     def _game_metrics(self, all_samples: list[TurnSample], trained: list[TurnSample], advantages: list[float]) -> dict[str, float]:
+        """Per game, opponent kind and role (self-play's without the kind: ``game/role0/...``):
+        return, result rates, invalid moves, response length, baseline and advantages."""
         metrics: dict[str, float] = {}
-        groups: dict[tuple[str, int], list[TurnSample]] = defaultdict(list)
+        groups: dict[tuple[str, str, int], list[TurnSample]] = defaultdict(list)
         for sample in all_samples:
-            groups[(sample.game, sample.role)].append(sample)
+            groups[(sample.game, kind_of(sample.opponent), sample.role)].append(sample)
         advantage_of = defaultdict(list)
         for sample, advantage in zip(trained, advantages):
-            advantage_of[(sample.game, sample.role)].append(advantage)
-        for (game, role), group in sorted(groups.items()):
-            prefix = f"{game}/role{role}/"
+            advantage_of[(sample.game, kind_of(sample.opponent), sample.role)].append(advantage)
+        for (game, kind, role), group in sorted(groups.items()):
+            prefix = f"{game}/role{role}/" if kind == SELF else f"{game}/{kind}/role{role}/"
             returns = {s.episode: s.reward for s in group}.values()
             metrics[prefix + "return"] = statistics.fmean(returns)
             metrics[prefix + "win_rate"] = statistics.fmean(r > 0 for r in returns)
@@ -213,8 +345,8 @@ class Trainer:
             metrics[prefix + "loss_rate"] = statistics.fmean(r < 0 for r in returns)
             metrics[prefix + "invalid_rate"] = statistics.fmean(s.invalid for s in group)
             metrics[prefix + "response_tokens"] = statistics.fmean(len(s.response_token_ids) for s in group)
-            metrics[prefix + "baseline"] = self.baselines.baseline(game, role)
-            values = advantage_of[(game, role)]
+            metrics[prefix + "baseline"] = self.baselines.baseline(game, role, kind)
+            values = advantage_of[(game, kind, role)]
             if values:
                 metrics[prefix + "advantage_mean"] = statistics.fmean(values)
                 metrics[prefix + "advantage_std"] = statistics.pstdev(values)
@@ -230,6 +362,22 @@ class Trainer:
             metrics.update(game_metrics(self.generators.call_one(0, "evaluation_games")))
         if e.kuhn_exploitability:
             metrics["eval/kuhn_exploitability"] = self.learners.first_result("kuhn_exploitability")
+            metrics.update(self._population_exploitability())
+        return metrics
+
+    def _population_exploitability(self) -> dict[str, float]:
+        """Exact Kuhn exploitability of the pool's average policy (each hand played by one
+        member drawn uniformly) and of the average over every snapshot taken (fictitious
+        play's average strategy)."""
+        from spiral_agents.exact import decode_policy, kuhn_mixture, kuhn_nash_conv
+
+        if self.population is None:
+            return {}
+        metrics = {}
+        for key, snapshots in (("population", self.population.members), ("average", self.population.history)):
+            tables = [decode_policy(s.kuhn_policy) for s in snapshots if s.kuhn_policy is not None]
+            if tables:
+                metrics[f"eval/kuhn_exploitability_{key}"] = float(kuhn_nash_conv(kuhn_mixture(tables)) / 2)
         return metrics
 
     def evaluate_reasoning(self) -> dict[str, float]:
@@ -287,7 +435,7 @@ class Trainer:
         try:
             scheduler, generator = self.learners.first_result("save", staging)
             trainer = TrainerState(
-                self.step_index, self.samples_seen, self.games_seen, self.baselines.state_dict(), self.config.to_dict(), self.turns_per_game, self.generator_failures
+                self.step_index, self.samples_seen, self.games_seen, self.baselines.state_dict(), self.config.to_dict(), self.turns_per_game, self.generator_failures, self._opponents_state()
             )
             state = CheckpointState(trainer, scheduler, generator, RNGState.capture(), learner_ranks=len(self.learners))
             path = finish_checkpoint(staging, state)
@@ -295,6 +443,7 @@ class Trainer:
             discard_checkpoint(staging)
             raise
         prune_checkpoints(root, self.config.checkpoint.keep_last)
+        self._prune_snapshots()
         return path
 
     def _saved_step(self) -> Path:
@@ -319,6 +468,7 @@ class Trainer:
         saved.rng.restore()
         self.learners.call("apply_config", self.config)
         self._sync_weights()
+        self._restore_opponents(path, state.opponents)
 
     # --- the whole run ----------------------------------------------------------------------
     def train(
@@ -360,6 +510,8 @@ class Trainer:
                 loss = self.learners.first_result("warm_start")
                 self._sync_weights()
                 logger.log(0, {"warm_start/loss": loss})
+            if not resumed:
+                self._start_opponents()
             if not resumed and (config.eval.every or config.eval.reasoning.every):
                 first = {"step": 0, **(self.evaluate() if config.eval.every else {})}
                 if config.eval.reasoning.every:

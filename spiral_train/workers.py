@@ -29,6 +29,7 @@ from spiral_train.backends import build_backend, shares_module
 from spiral_train.config import TrainConfig
 from spiral_train.learner import Learner, nonfinite_parameters
 from spiral_train.model import FrozenReference, generator_weights, load_model, turn_stop_ids
+from spiral_train.population import LEARNER, SELF, Entry, is_model_folder
 
 
 @dataclass
@@ -42,15 +43,24 @@ class Played:
     """Time the worker spent playing them."""
 
 
-def training_matchups(config: TrainConfig, policy: LLMPolicy) -> list[Matchup]:
-    """The policy against itself in every training game, with the run's reward settings."""
-    matchups = []
+def training_matchups(config: TrainConfig, policy: LLMPolicy, plan: list[Entry] | None = None, opponents: dict[str, LLMPolicy] | None = None) -> list[Matchup]:
+    """The training games with the run's reward settings: the policy against itself in every
+    game, or the matchups of an opponent ``plan`` (frozen opponents from ``opponents``, agent
+    specs as they are)."""
+    kwargs = []
     for game in config.games:
         env_kwargs: dict[str, Any] = {"invalid_move": config.rewards.invalid_move}
         if config.rewards.max_turns is not None:
             env_kwargs["max_turns"] = config.rewards.max_turns
         env_kwargs.update(game.env_kwargs)
-        matchups.append(Matchup(game.id, (policy, policy), game.weight, env_kwargs))
+        kwargs.append(env_kwargs)
+    if plan is None:
+        return [Matchup(game.id, (policy, policy), game.weight, env) for game, env in zip(config.games, kwargs)]
+    opponents = opponents or {}
+    matchups = []
+    for entry in plan:
+        other = policy if entry.name == SELF else opponents.get(entry.name, entry.name)
+        matchups.append(Matchup(config.games[entry.game].id, (policy, other), entry.weight, kwargs[entry.game]))
     return matchups
 
 
@@ -77,8 +87,14 @@ class GeneratorWorker:
         """Whether the backend generates with the learner's own module (never synced)."""
         stops = sorted({*config.sampling.stop_token_ids, *turn_stop_ids(tokenizer)})
         sampling = replace(config.sampling, stop_token_ids=tuple(stops))
-        self.policy = LLMPolicy(self.backend, policy_template(config), sampling, name="policy")
+        self.policy = LLMPolicy(self.backend, policy_template(config), sampling, name=LEARNER)
         self.matchups = training_matchups(config, self.policy)
+        self.tokenizer = tokenizer
+        self.opponents: dict[str, LLMPolicy] = {}
+        """Frozen LLM opponents by name (model folders of the config, snapshots added later)."""
+        for name in sorted(config.opponents()):
+            if is_model_folder(name):
+                self.add_frozen(name, Path(name))
 
     def ping(self) -> int:
         """This worker's process id (a cheap call that tells the worker is up)."""
@@ -87,10 +103,28 @@ class GeneratorWorker:
     def shares_learner_module(self) -> bool:
         return self.shares_weights
 
-    def play(self, step: int, episodes: list[int]) -> Played:
-        """Play ``episodes`` of ``step`` (their seeds come from the seed tree) to their ends."""
+    def add_frozen(self, name: str, source: Path, sha256: str | None = None) -> None:
+        """Serve a frozen opponent ``name`` from a snapshot file or a model folder
+        (:func:`spiral_train.opponents.load_frozen`)."""
+        from spiral_train.opponents import frozen_backend, load_frozen
+
+        model = load_frozen(self.config, source, sha256)
+        backend = frozen_backend(self.config, model, self.tokenizer)
+        self.opponents[name] = LLMPolicy(backend, self.policy.template, self.policy.sampling, name=name)
+
+    def remove_frozen(self, name: str) -> None:
+        self.opponents.pop(name, None)
+
+    def frozen(self) -> list[str]:
+        """The names of the frozen opponents this worker serves."""
+        return sorted(self.opponents)
+
+    def play(self, step: int, episodes: list[int], plan: list[Entry] | None = None) -> Played:
+        """Play ``episodes`` of ``step`` (their seeds come from the seed tree) to their ends:
+        self-play, or the matchups of an opponent ``plan``."""
         start = time.perf_counter()
-        engine = RolloutEngine(self.matchups, concurrency=self.config.concurrency, seed=seeds.games_root(self.config.seed, step))
+        matchups = self.matchups if plan is None else training_matchups(self.config, self.policy, plan, self.opponents)
+        engine = RolloutEngine(matchups, concurrency=self.config.concurrency, seed=seeds.games_root(self.config.seed, step))
         rollout = engine.run(episodes=episodes)
         return Played(rollout.samples, rollout.games, engine.generation_calls, time.perf_counter() - start)
 
@@ -214,6 +248,22 @@ class LearnerWorker:
         """Give the memory the allocator caches back to the GPU (for a generator to wake into)."""
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+    def snapshot(self, path: Path, kuhn: bool) -> tuple[str, dict[str, list[float]] | None]:
+        """Write the generator weights to the snapshot file ``path`` (rank 0; a collective) and
+        return its sha256 and, with ``kuhn``, the policy's Kuhn action probabilities."""
+        from spiral_train.opponents import base_dtype, save_snapshot
+
+        state = self.generator_state()
+        sha256 = save_snapshot(state, path, base_dtype(self.config)) if state is not None else ""
+        return sha256, self.kuhn_policy() if kuhn else None
+
+    def kuhn_policy(self) -> dict[str, list[float]]:
+        """The model's action probabilities at single-hand Kuhn Poker's 12 information sets."""
+        from spiral_agents.exact import encode_policy, kuhn_policy
+        from spiral_agents.llm.scoring import ActionScorer
+
+        return encode_policy(kuhn_policy(ActionScorer(self.model, self.tokenizer, policy_template(self.config))))
 
     def kuhn_exploitability(self) -> float:
         """Exact exploitability of the model's own action probabilities (every rank runs the

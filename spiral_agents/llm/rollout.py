@@ -119,6 +119,8 @@ class TurnSample:
     invalid_reason: str | None = None
     reward: float | None = None
     """Final reward of this seat in its game (set when the game ends)."""
+    opponent: str = ""
+    """The name of the player in the other seat (a policy's name, or an agent spec)."""
 
 
 @dataclass
@@ -307,6 +309,7 @@ class RolloutEngine:
                     action=answer.action,
                     invalid=invalid,
                     invalid_reason=answer.reason if answer.invalid else info.get("reason") if invalid else None,
+                    opponent=game.record.agents[SEATS[1 - SEATS.index(seat)]],
                 )
             )
 
