@@ -282,3 +282,20 @@ def test_pool_snapshots_ratings_and_their_resume(tiny_qwen3: Path, tmp_path: Pat
     file.write_bytes(file.read_bytes()[:-8] + b"\0" * 8)
     with Trainer(load_config(None, overrides)) as damaged, pytest.raises(CheckpointError, match="snapshot-000003"):
         damaged.resume(latest_checkpoint(tmp_path / "checkpoints"))
+
+
+def test_an_openai_compatible_endpoint_is_an_opponent(tiny_qwen3: Path, tmp_path: Path, vllm_server: str) -> None:
+    """A real vLLM server plays the other seat through the ``openai@`` agent spec; its turns
+    are moves, not samples, so only the learner's are trained."""
+    from spiral_train.trainer import Trainer
+
+    endpoint = f"openai@base_url={vllm_server},model={tiny_qwen3},max_tokens=8"
+    config = load_config(None, opponent_run(tiny_qwen3, tmp_path, f'"{endpoint}"', steps=1, samples_per_step=8))
+    with Trainer(config) as trainer:
+        worker = trainer.learners.workers[0]
+        trained, update = [], worker.update
+        worker.update = lambda samples, advantages: trained.extend(samples) or update(samples, advantages)
+        history = trainer.train(progress=False)
+    assert trained and {(s.policy, s.opponent) for s in trained} == {(LEARNER, endpoint)}
+    assert "KuhnPoker-v1/" + endpoint + "/role0/return" in history[-1] or "KuhnPoker-v1/" + endpoint + "/role1/return" in history[-1]
+    assert f"rating/{endpoint}" in history[-1]

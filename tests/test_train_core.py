@@ -43,7 +43,7 @@ def test_update_first_order_uses_the_new_baseline() -> None:
     assert rae.observe("g", 1, -1.0) == pytest.approx(-1.0 - (0.95 * 0.05 - 0.05))
 
 
-def test_baselines_are_per_game_and_role() -> None:
+def test_baselines_are_per_game_and_role_in_self_play() -> None:
     rae = RoleBaselines()
     samples = [
         S("TicTacToe-v0", 0, 0, 1.0), S("TicTacToe-v0", 0, 1, -1.0), S("TicTacToe-v0", 0, 0, 1.0),
@@ -55,7 +55,7 @@ def test_baselines_are_per_game_and_role() -> None:
     assert advantages[:5] == pytest.approx([1.0, -1.0, 1.0, -1.0, 1.0])
     assert advantages[5:] == pytest.approx([1.0 - 0.05, -1.0 + 0.05])
     assert rae.baseline("KuhnPoker-v1", 0) == pytest.approx(-0.05)
-    assert set(rae.values) == {("TicTacToe-v0", 0), ("TicTacToe-v0", 1), ("KuhnPoker-v1", 0), ("KuhnPoker-v1", 1)}
+    assert set(rae.values) == {(game, role, "self") for game in ("TicTacToe-v0", "KuhnPoker-v1") for role in (0, 1)}
 
 
 def test_state_round_trip_and_bad_values() -> None:
