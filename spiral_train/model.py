@@ -118,7 +118,8 @@ def generator_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 class FrozenReference:
-    """The policy a KL penalty pulls toward: the weights training started from.
+    """The policy a KL penalty pulls toward: the weights self-play started from (after the warm
+    start, :meth:`start_from`).
 
     With LoRA it is the trained model with its adapters disabled (no second copy). Otherwise
     it is a separate copy of the starting weights that waits on the CPU (in bfloat16 when
@@ -143,6 +144,16 @@ class FrozenReference:
         dtype = torch.bfloat16 if on.type == "cuda" else load_dtype(config)
         module = AutoModelForCausalLM.from_pretrained(config.model.path, dtype=dtype, **_attention_kwargs(on))
         return cls(module)
+
+    def start_from(self, state: dict[str, torch.Tensor]) -> None:
+        """Make ``state`` (the trained model's full weights) the reference: the policy after the
+        warm start, not the model before it. A LoRA reference stays the adapter-free base."""
+        if self.adapters_of:
+            return
+        missing, unexpected = self.module.load_state_dict(state, strict=False)
+        tied = {"lm_head.weight"} if getattr(self.module.config, "tie_word_embeddings", False) else set()
+        if unexpected or set(missing) - tied:
+            raise ValueError(f"the reference's weights do not fit (missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})")
 
     @contextlib.contextmanager
     def on(self, where: torch.device) -> Iterator[torch.nn.Module]:

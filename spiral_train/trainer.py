@@ -103,7 +103,7 @@ class Trainer:
         self.ratings = Ratings(k=p.elo_k)
         """Elo ratings of the learner and every opponent it played (self-play games aside)."""
         self.frozen: dict[str, str] = {}
-        """The snapshot files the generators serve as frozen opponents: name -> sha256."""
+        """The run's snapshot files (frozen opponents, the KL reference): name -> sha256."""
 
     def close(self) -> None:
         """Stop the workers (and Ray, if this run started it)."""
@@ -213,7 +213,8 @@ class Trainer:
         self.generators.revive(index)
         self.weights.resend(index)
         for name, sha256 in self.frozen.items():
-            self.generators.call_one(index, "add_frozen", name, snapshot_path(self.output, name), sha256)
+            if self._served(name):
+                self.generators.call_one(index, "add_frozen", name, snapshot_path(self.output, name), sha256)
 
     # --- opponents -------------------------------------------------------------------------
     def _plan(self) -> list[Entry] | None:
@@ -223,19 +224,30 @@ class Trainer:
         pool = self.population.weights(self.ratings) if self.population is not None else {}
         return opponent_plan(self.mixes, [g.weight for g in self.config.games], pool)
 
+    def _served(self, name: str) -> bool:
+        """Whether the generators serve snapshot ``name`` (``initial`` may be only the KL
+        reference)."""
+        return name != INITIAL or INITIAL in self.config.opponents()
+
+    def _initial_reference(self) -> bool:
+        """Whether the KL reference is the warm-started policy, kept as the ``initial``
+        snapshot so that a resumed run gets it back (LoRA's reference is the plain base)."""
+        return bool(self.config.learner.kl_coef and self.config.warm_start.steps and not self.config.model.lora_rank)
+
     def _start_opponents(self) -> None:
         """A fresh run's step-0 snapshots: ``initial`` and the population's first member."""
-        if INITIAL in self.config.opponents():
+        if INITIAL in self.config.opponents() or self._initial_reference():
             self._snapshot(INITIAL)
         if self.population is not None:
             self._add_to_pool()
 
     def _snapshot(self, name: str) -> Snapshot:
-        """The learners write the policy to a snapshot file; every generator serves it."""
+        """The learners write the policy to a snapshot file; the generators serve it."""
         path = snapshot_path(self.output, name)
         kuhn = self.config.eval.kuhn_exploitability and name != INITIAL
         sha256, table = self.learners.first_result("snapshot", path, kuhn)
-        self.generators.call("add_frozen", name, path, sha256)
+        if self._served(name):
+            self.generators.call("add_frozen", name, path, sha256)
         self.frozen[name] = sha256
         return Snapshot(name, self.step_index, sha256, table)
 
@@ -294,8 +306,12 @@ class Trainer:
         if self.population is not None and state.population is not None:
             self.population.load_state_dict(state.population.model_dump())
         for name, sha256 in state.frozen.items():
+            file = snapshot_path(self.output, name)
             try:
-                self.generators.call("add_frozen", name, snapshot_path(self.output, name), sha256)
+                if self._served(name):
+                    self.generators.call("add_frozen", name, file, sha256)
+                if name == INITIAL and self._initial_reference():
+                    self.learners.call("reference_from", file, sha256)
             except OpponentError as error:
                 raise CheckpointError(f"{path}: its frozen opponent {name}: {error}") from None
             self.frozen[name] = sha256

@@ -222,7 +222,29 @@ class LearnerWorker:
         w, config = self.config.warm_start, self.config
         games = [g.id for g in config.games]
         seed = seeds.derived_seed(config.seed, seeds.WARM_START)
-        return warm_start(self.model, self.tokenizer, policy_template(config), games, [g.env_kwargs for g in config.games], w.steps, w.batch_size, w.learning_rate, seed, ranks=self.world_size)
+        loss = warm_start(self.model, self.tokenizer, policy_template(config), games, [g.env_kwargs for g in config.games], w.steps, w.batch_size, w.learning_rate, seed, ranks=self.world_size)
+        if self.learner.reference is not None:  # KL toward the warm-started policy, not the untrained one
+            self.learner.reference.start_from(self._full_state())
+        return loss
+
+    def reference_from(self, path: Path, sha256: str) -> None:
+        """A resumed run's KL reference: the warm-started policy from its snapshot file."""
+        from safetensors.torch import load_file
+
+        from spiral_train.opponents import OpponentError, sha256_of
+
+        if sha256_of(path) != sha256:
+            raise OpponentError(f"{path}: its sha256 is not the one the run recorded (damaged or replaced)")
+        if self.learner.reference is not None:
+            self.learner.reference.start_from(load_file(path))
+
+    def _full_state(self) -> dict[str, torch.Tensor]:
+        """The model's full state on every rank (a collective when sharded)."""
+        if self.world_size == 1:
+            return self.model.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))
 
     def update(self, samples: list[TurnSample], advantages: list[float]) -> dict[str, float]:
         """One PPO update on the step's samples (every rank gets all of them)."""

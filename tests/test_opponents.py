@@ -299,3 +299,33 @@ def test_an_openai_compatible_endpoint_is_an_opponent(tiny_qwen3: Path, tmp_path
     assert trained and {(s.policy, s.opponent) for s in trained} == {(LEARNER, endpoint)}
     assert "KuhnPoker-v1/" + endpoint + "/role0/return" in history[-1] or "KuhnPoker-v1/" + endpoint + "/role1/return" in history[-1]
     assert f"rating/{endpoint}" in history[-1]
+
+
+def test_the_kl_reference_is_the_warm_started_policy_also_after_a_resume(tiny_qwen3: Path, tmp_path: Path) -> None:
+    """With a warm start, KL pulls toward the policy self-play starts from (the untrained model
+    does not even know the answer format); a resumed run gets it back from ``initial``."""
+    from transformers import AutoModelForCausalLM
+
+    from spiral_train.trainer import Trainer
+
+    overrides = opponent_run(tiny_qwen3, tmp_path, '"self"', steps=1, **{"learner.kl_coef": 0.1})
+    untrained = AutoModelForCausalLM.from_pretrained(tiny_qwen3).state_dict()
+    with Trainer(load_config(None, overrides)) as trainer:
+        warmed = {}
+        warm_start = trainer.learners.workers[0].warm_start
+
+        def keep_warmed() -> float:
+            loss = warm_start()
+            warmed.update({k: v.clone() for k, v in trainer.learners.workers[0].model.state_dict().items()})
+            return loss
+
+        trainer.learners.workers[0].warm_start = keep_warmed
+        trainer.train(progress=False)
+        reference = trainer.learners.workers[0].learner.reference.module.state_dict()
+        assert all(torch.equal(reference[k], warmed[k]) for k in warmed)
+        assert not all(torch.equal(reference[k], untrained[k]) for k in warmed)
+        assert trainer.generators.workers[0].frozen() == []  # initial is the reference here, not an opponent
+    with Trainer(load_config(None, [*overrides, "steps=2"])) as resumed:
+        resumed.resume(latest_checkpoint(tmp_path / "checkpoints"))
+        reference = resumed.learners.workers[0].learner.reference.module.state_dict()
+        assert all(torch.equal(reference[k], warmed[k]) for k in warmed)

@@ -18,6 +18,12 @@ prefix-cache reset (otherwise cached KV blocks computed with the old weights are
 the engine in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, which this module sets unless
 it is set already) the tensors are handed over directly; otherwise they go through a
 safetensors file, since tensors cannot cross vLLM's process boundary.
+
+With ``enable_lora=True``, :meth:`VLLMBackend.adapter` gives a :class:`LoRAView`: a backend
+that generates with the same engine plus one peft-saved LoRA adapter (frozen opponents of a
+LoRA run). Each ``generate`` call of a backend or a view is one engine call with one adapter
+(or none): vLLM 0.32's CPU LoRA kernels apply the adapter in the last slot to requests without
+one when a scheduler step mixes them with adapter requests.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from spiral_agents.llm.backend import (
 if TYPE_CHECKING:
     import torch
     import vllm
+    from vllm.lora.request import LoRARequest
 
 EMBEDDINGS = "model.embed_tokens.weight"
 SLEEP_TAGS = ("weights", "kv_cache")
@@ -68,6 +75,13 @@ class VLLMBackend:
         request_seeds: pass each prompt's seed to vLLM (reproducible sampling). Off, seeds
             are ignored and the engine's own random stream samples: vLLM's sampler then skips
             a Python loop over seeded requests at every token (a training speed-up on a GPU).
+        enable_lora: let :meth:`adapter` serve LoRA adapters on top of the engine's weights.
+        max_lora_rank: the largest rank an adapter may have (vLLM allows 1, 8, 16, 32, 64,
+            128, 256, 320 and 512).
+        max_loras: how many adapters one scheduler step can hold (vLLM's LoRA slots; on a GPU
+            each slot holds ``max_lora_rank`` weights for every layer). How many loaded
+            adapters stay cached in host memory is vLLM's ``max_cpu_loras`` (an engine
+            keyword, by default ``max_loras``); the others are read again from their folder.
         **engine_kwargs: anything else ``vllm.LLM`` accepts (e.g. ``logprobs_mode``).
 
     Environment defaults, each set only if unset and before vLLM reads it:
@@ -89,6 +103,9 @@ class VLLMBackend:
         seed: int = 0,
         enable_sleep_mode: bool = False,
         request_seeds: bool = True,
+        enable_lora: bool = False,
+        max_lora_rank: int = 16,
+        max_loras: int = 1,
         **engine_kwargs: Any,
     ) -> None:
         model = str(model)
@@ -127,6 +144,8 @@ class VLLMBackend:
                 "sleep() and wake_up() do nothing",
                 stacklevel=2,
             )
+        if enable_lora:
+            engine_kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=max_loras)
         try:
             self.llm: vllm.LLM = vllm.LLM(
                 model,
@@ -151,6 +170,8 @@ class VLLMBackend:
         self.asleep: set[str] = set()
         """What :meth:`sleep` released and :meth:`wake_up` has not brought back yet."""
         self._weights_dir: tempfile.TemporaryDirectory[str] | None = None
+        self.lora_enabled = enable_lora
+        self._adapters: dict[str, LoRAView] = {}
 
     # -- generation -------------------------------------------------------------------------
 
@@ -167,6 +188,16 @@ class VLLMBackend:
         ``max_model_len``) gets error generations of its own; if vLLM fails for the batch,
         every prompt in it does.
         """
+        return self._generate(prompts, sampling, seeds, None)
+
+    def _generate(
+        self,
+        prompts: Sequence[Prompt],
+        sampling: SamplingConfig,
+        seeds: Sequence[int | None] | None,
+        lora_request: LoRARequest | None,
+    ) -> list[list[Generation]]:
+        """:meth:`generate`, every prompt with ``lora_request``'s adapter (or none)."""
         seeds = check_seeds(prompts, seeds if self.request_seeds else None)
         results: list[list[Generation]] = [[] for _ in prompts]
         requests: list[dict[str, list[int]]] = []
@@ -186,7 +217,7 @@ class VLLMBackend:
         if not requests:
             return results
         try:
-            outputs = self.llm.generate(requests, params, use_tqdm=False)
+            outputs = self.llm.generate(requests, params, use_tqdm=False, lora_request=lora_request)
         except Exception as exc:  # noqa: BLE001 - report the failure, keep the caller alive
             message = f"vLLM generate failed: {type(exc).__name__}: {exc}"
             for index in indices:
@@ -232,6 +263,44 @@ class VLLMBackend:
                 error=f"vLLM finished with {completion.finish_reason!r}",
             )
         return Generation(completion.text, token_ids, logprobs, finish)
+
+    # -- LoRA adapters ----------------------------------------------------------------------
+
+    def adapter(self, name: str, path: str | Path) -> LoRAView:
+        """A backend that generates with this engine plus the peft-saved LoRA adapter in folder
+        ``path`` (``adapter_config.json`` and the adapter weights), under ``name``.
+
+        The adapter is loaded now, so a folder vLLM cannot use (missing, not an adapter, rank
+        above ``max_lora_rank``, modules the model lacks) is a ``ValueError`` here rather than a
+        failed generation later. Each name gets its own vLLM adapter id (1, 2, ... in the order
+        of first use); asking for a name again with the same folder gives the same view, with
+        another folder a ``ValueError`` (vLLM caches adapters by id). Keep the folder: vLLM
+        reads it again when the adapter has left its host cache (``max_cpu_loras``).
+
+        The adapter adds to the engine's *current* weights: frozen LoRA snapshots stay right
+        while the engine keeps the base weights they were trained on, not after
+        :meth:`update_weights` loads merged weights.
+        """
+        if not self.lora_enabled:
+            raise ValueError("LoRA adapters need a VLLMBackend made with enable_lora=True")
+        folder = Path(path).expanduser().resolve()
+        known = self._adapters.get(name)
+        if known is not None:
+            loaded = known.lora_request.lora_path
+            if loaded != str(folder):
+                raise ValueError(f"adapter {name!r} is already loaded from {loaded}, not {folder}")
+            return known
+        if not (folder / "adapter_config.json").is_file():
+            raise ValueError(f"LoRA adapter {name!r}: {folder} has no adapter_config.json")
+        from vllm.lora.request import LoRARequest
+
+        request = LoRARequest(name, len(self._adapters) + 1, str(folder))
+        try:
+            self.llm.llm_engine.add_lora(request)
+        except Exception as exc:  # vLLM's loader raises several types
+            raise ValueError(f"cannot load LoRA adapter {name!r} from {folder}: {exc}") from exc
+        view = self._adapters[name] = LoRAView(self, request)
+        return view
 
     # -- weights ----------------------------------------------------------------------------
 
@@ -297,6 +366,30 @@ class VLLMBackend:
         if waking:
             self.llm.wake_up(tags=waking)
             self.asleep -= set(waking)
+
+
+class LoRAView:
+    """A :class:`~spiral_agents.llm.backend.Backend` that generates with a
+    :class:`VLLMBackend`'s engine plus one LoRA adapter (see :meth:`VLLMBackend.adapter`):
+    the same tokenizer, prompt handling, seeding and sampling conventions."""
+
+    def __init__(self, backend: VLLMBackend, lora_request: LoRARequest) -> None:
+        self.backend = backend
+        self.lora_request = lora_request
+        self.tokenizer: Any = backend.tokenizer
+
+    @property
+    def name(self) -> str:
+        return self.lora_request.lora_name
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        sampling: SamplingConfig,
+        seeds: Sequence[int | None] | None = None,
+    ) -> list[list[Generation]]:
+        """:meth:`VLLMBackend.generate` with this view's adapter."""
+        return self.backend._generate(prompts, sampling, seeds, self.lora_request)
 
 
 def check_sleep_level(level: int) -> None:
