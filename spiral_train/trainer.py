@@ -4,7 +4,8 @@ GeneratorWorker`), the learner ranks train (:class:`~spiral_train.workers.Learne
 in this process or on Ray (:mod:`spiral_train.cluster`), and :mod:`spiral_train.weight_sync`
 moves the weights between them.
 
-Read top to bottom: :meth:`Trainer.step` is one policy update.
+Read top to bottom: :meth:`Trainer.step` is one policy update. With ``max_staleness`` >= 1
+the updates overlap the next steps' games instead (:mod:`spiral_train.overlap`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from spiral_train.config import TrainConfig
 from spiral_train.evaluation import game_metrics
 from spiral_train.learner import NonFiniteError
 from spiral_train.metrics import MetricsLogger
+from spiral_train.overlap import Overlap
 from spiral_train.rae import RoleBaselines
 from spiral_train.run_folder import RunStart, plan_start
 from spiral_train.weight_sync import SyncReport, WeightSync
@@ -73,7 +75,9 @@ class Trainer:
         self.output = Path(config.output_dir)
         self.workers = start_workers(config)
         self.learners, self.generators = self.workers.learners, self.workers.generators
-        self.weights = WeightSync(self.learners, self.generators)
+        self.weights = WeightSync(self.learners, self.generators, versioned=config.max_staleness > 0)
+        self.overlap = Overlap(self, config.max_staleness) if config.max_staleness else None
+        """The asynchronous step loop (``max_staleness`` >= 1), else None."""
         self.baselines = RoleBaselines(config.rae.alpha, config.rae.update_first)
         self.step_index = 0
         self.samples_seen = 0
@@ -94,6 +98,11 @@ class Trainer:
         self.close()
 
     # --- one policy update -----------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        """One policy update: :meth:`step`, or with ``max_staleness`` >= 1 one that overlaps
+        the next steps' games (:meth:`spiral_train.overlap.Overlap.step`)."""
+        return self.overlap.step() if self.overlap is not None else self.step()
+
     def step(self) -> dict[str, float]:
         config = self.config
         start = time.perf_counter()
@@ -263,7 +272,7 @@ class Trainer:
     def _sync_weights(self) -> SyncReport:
         """Give every generator the learners' weights (checked finite first)."""
         self._check_weights()
-        report, dead = self.weights.push()
+        report, dead = self.weights.push(self.step_index)
         for index in dead:  # a generator that died on the way gets them once it is back
             self._revive(index)
         return report
@@ -369,7 +378,7 @@ class Trainer:
             bar = tqdm(total=config.steps, initial=self.step_index, desc="self-play", disable=not progress)
             while self.step_index < config.steps:
                 try:
-                    metrics = self.step()
+                    metrics = self.train_step()
                 except WeightSyncError as error:
                     saved = self._saved_step()
                     raise WeightSyncError(

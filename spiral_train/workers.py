@@ -2,7 +2,9 @@
 as Ray actors unchanged (:mod:`spiral_train.cluster` places them).
 
 - :class:`GeneratorWorker` owns one backend and plays the episodes it is given with the rollout
-  engine (and the evaluation games).
+  engine (and the evaluation games). In asynchronous training its weights arrive while it plays
+  (:meth:`GeneratorWorker.offer_weights`, from a second thread) and are loaded at the engine's
+  next safe point between generate calls.
 - :class:`LearnerWorker` is one learner rank: the trained model (sharded with FSDP2 when there
   are several ranks), its optimizer, the warm start and the exact Kuhn evaluation. Every rank
   is called with the same arguments; the collective methods must be called on all of them.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -40,6 +43,8 @@ class Played:
     generation_calls: int
     seconds: float
     """Time the worker spent playing them."""
+    idle_seconds: float = 0.0
+    """Time the worker waited between its previous play call and this one."""
 
 
 def training_matchups(config: TrainConfig, policy: LLMPolicy) -> list[Matchup]:
@@ -77,8 +82,13 @@ class GeneratorWorker:
         """Whether the backend generates with the learner's own module (never synced)."""
         stops = sorted({*config.sampling.stop_token_ids, *turn_stop_ids(tokenizer)})
         sampling = replace(config.sampling, stop_token_ids=tuple(stops))
-        self.policy = LLMPolicy(self.backend, policy_template(config), sampling, name="policy")
+        version = 0 if config.max_staleness else None  # counted in asynchronous training
+        self.policy = LLMPolicy(self.backend, policy_template(config), sampling, name="policy", version=version)
         self.matchups = training_matchups(config, self.policy)
+        self._offered: tuple[dict[str, torch.Tensor], int] | None = None
+        """Weights and their version that arrived while playing, not loaded yet."""
+        self._offer_lock = threading.Lock()
+        self._last_play_end: float | None = None
 
     def ping(self) -> int:
         """This worker's process id (a cheap call that tells the worker is up)."""
@@ -90,15 +100,38 @@ class GeneratorWorker:
     def play(self, step: int, episodes: list[int]) -> Played:
         """Play ``episodes`` of ``step`` (their seeds come from the seed tree) to their ends."""
         start = time.perf_counter()
-        engine = RolloutEngine(self.matchups, concurrency=self.config.concurrency, seed=seeds.games_root(self.config.seed, step))
+        idle = 0.0 if self._last_play_end is None else start - self._last_play_end
+        engine = RolloutEngine(
+            self.matchups, concurrency=self.config.concurrency, seed=seeds.games_root(self.config.seed, step), safe_point=self.take_offered_weights
+        )
         rollout = engine.run(episodes=episodes)
-        return Played(rollout.samples, rollout.games, engine.generation_calls, time.perf_counter() - start)
+        self._last_play_end = time.perf_counter()
+        return Played(rollout.samples, rollout.games, engine.generation_calls, self._last_play_end - start, idle)
 
     def update_weights(self, state: dict[str, torch.Tensor]) -> int:
         """Load the learner's weights (base names, LoRA merged); returns the bytes received."""
         if not self.shares_weights:
             self.backend.update_weights(state)
         return sum(t.numel() * t.element_size() for t in state.values())
+
+    def offer_weights(self, state: dict[str, torch.Tensor], version: int) -> int:
+        """Keep ``state`` (the weights of update ``version``) for the next safe point between
+        generate calls; a newer offer replaces one not loaded yet. Runs beside :meth:`play`
+        (Ray: the actor's ``weights`` concurrency group). Returns the bytes received."""
+        with self._offer_lock:
+            self._offered = (state, version)
+        return sum(t.numel() * t.element_size() for t in state.values())
+
+    def take_offered_weights(self) -> None:
+        """Load the weights offered since the last safe point, if any, and count their version
+        (called by the rollout engine between generate calls and before evaluations)."""
+        if self._offered is None:
+            return
+        with self._offer_lock:
+            state, version = self._offered
+            self._offered = None
+        self.update_weights(state)
+        self.policy.version = version
 
     def sleeps(self) -> bool:
         """Whether the backend gives its memory back while the learners train."""
@@ -117,6 +150,7 @@ class GeneratorWorker:
         seeded), each game in its training variant."""
         from spiral_agents.llm.agent import evaluate
 
+        self.take_offered_weights()
         e = self.config.eval
         sampling = replace(self.policy.sampling, temperature=e.temperature, top_p=e.top_p)
         policy = LLMPolicy(self.backend, self.policy.template, sampling, name="policy")
@@ -132,6 +166,7 @@ class GeneratorWorker:
         """``eval.reasoning``'s protocol on ``problems``, outputs under ``folder``."""
         from spiral_train.reasoning import PRESETS, evaluate_reasoning
 
+        self.take_offered_weights()
         settings = self.config.eval.reasoning
         protocol = PRESETS[settings.preset].with_overrides(max_tokens=settings.max_tokens, samples=settings.samples)
         with seeded_requests(self.backend):
