@@ -4,6 +4,8 @@ version of every turn, bounded staleness and the importance weight toward the sa
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -200,17 +202,19 @@ def test_the_importance_weight_corrects_off_policy_turns_only(tiny_qwen3: Path, 
 
     config = async_config(tiny_qwen3, tmp_path, **{"rewards.invalid_move.retries": 3})
     worker = GeneratorWorker(config)
-    on_policy = [s for s in worker.play(0, list(range(8))).samples if s.response_token_ids]
+    on_policy = [s for s in worker.play(0, list(range(4))).samples if s.response_token_ids]
     generator = torch.Generator().manual_seed(1)
     older = {k: v + 0.1 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v for k, v in worker.backend.model.state_dict().items()}
     worker.offer_weights(older, 0)
-    off_policy = [s for s in worker.play(1, list(range(8))).samples if s.response_token_ids]
-    advantages = [1.0 if i % 2 else -1.0 for i in range(len(off_policy))]
+    off_policy = [s for s in worker.play(1, list(range(4))).samples if s.response_token_ids]
+    advantages = [1.0 if i % 2 else -1.0 for i in range(max(len(on_policy), len(off_policy)))]
+
+    start, tokenizer = load_model(config)
+    settings = dataclasses.replace(config.learner, epochs=1, minibatches=1, micro_batch_size=64)
 
     def updated(samples: list, cap: float | None) -> dict[str, torch.Tensor]:
-        model, tokenizer = load_model(config)
-        learner = Learner(model, config.learner.__class__(**{**vars(config.learner), "importance_cap": cap}), tokenizer.pad_token_id)
-        learner.update(samples, advantages[: len(samples)])
+        model = copy.deepcopy(start)
+        Learner(model, dataclasses.replace(settings, importance_cap=cap), tokenizer.pad_token_id).update(samples, advantages[: len(samples)])
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     assert config.learner.importance_cap == ASYNC_IMPORTANCE_CAP
@@ -239,10 +243,10 @@ def test_a_killed_async_run_resumes_replaying_the_games_in_flight_with_the_check
     from spiral_train.checkpoint import read_state
 
     env = {**os.environ, **LOOPBACK}
-    metrics = tmp_path / "metrics.jsonl"
+    metrics, saved = tmp_path / "metrics.jsonl", tmp_path / "checkpoints" / "step-000002"
     driver = subprocess.Popen(_cli(tmp_path, tiny_qwen3), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while (not metrics.exists() or len(metrics.read_text().splitlines()) < 2) and driver.poll() is None:
+    while not saved.is_dir() and driver.poll() is None:
         assert time.monotonic() < deadline, "the run made no progress"
         time.sleep(0.1)
     children = psutil.Process(driver.pid).children(recursive=True) if driver.poll() is None else []
