@@ -5,7 +5,8 @@ one learner and one generator on a local Ray, each pinned to its own core.
 
 Both runs train the CPU demo config (tiny Qwen3, single-hand Kuhn Poker, no evaluation, no warm
 start) for ``--steps`` updates, plus any ``key=value`` overrides; the first ``--skip`` steps
-(start-up) are left out and medians of the rest reported. From the synchronous run come the
+(start-up) are left out and medians of the rest reported (the idle times and the lag are
+metrics of k = 1 only). From the synchronous run come the
 generation time (waiting for a step's games) and the learning time (the update and the weight
 sync); the target is a k = 1 step of at most 1.15 x max(generation, learning). The learner is
 pinned to core 0 and the generator to core 1 (every thread of their processes, with
@@ -20,10 +21,14 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout's spiral packages (its Ray workers get the working folder's)
 
 KEYS = ("time_generation", "time_learning", "time_weight_sync", "generator_idle_seconds", "learner_idle_seconds", "policy_lag_mean")
 TARGET = 1.15
@@ -62,9 +67,9 @@ def measure(k: int, steps: int, skip: int, overrides: list[str], folder: Path) -
         for _ in range(steps):
             begin = time.perf_counter()
             metrics = trainer.train_step()
-            rows.append({"step": time.perf_counter() - begin, **{key: metrics.get(key, 0.0) for key in KEYS}})
+            rows.append({"step": time.perf_counter() - begin, **{key: metrics[key] for key in KEYS if key in metrics}})
     kept = rows[skip:]
-    return {key: statistics.median(row[key] for row in kept) for key in ("step", *KEYS)}
+    return {key: statistics.median(row[key] for row in kept) for key in ("step", *KEYS) if key in kept[0]}
 
 
 def main() -> None:
@@ -101,7 +106,8 @@ def main() -> None:
     print("| run | step s | generation s | learning s | weight sync s | generator idle s | learner idle s | lag mean |")
     print("|---|---|---|---|---|---|---|---|")
     for k, r in runs.items():
-        print(f"| k = {k} | {r['step']:.2f} | {r['time_generation']:.2f} | {r['time_learning']:.2f} | {r['time_weight_sync']:.3f} | {r['generator_idle_seconds']:.2f} | {r['learner_idle_seconds']:.2f} | {r['policy_lag_mean']:.2f} |")
+        idle = " | ".join(f"{r[key]:.2f}" if key in r else "-" for key in ("generator_idle_seconds", "learner_idle_seconds", "policy_lag_mean"))
+        print(f"| k = {k} | {r['step']:.2f} | {r['time_generation']:.2f} | {r['time_learning']:.2f} | {r['time_weight_sync']:.3f} | {idle} |")
     print(f"k = 1 step / k = 0 step: {report['k1_over_k0']:.3f}; k = 1 step / max(generation {generation:.2f} s, learning {learning:.2f} s): {report['k1_over_max']:.3f} (target <= {TARGET})")
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))

@@ -6,15 +6,16 @@ One policy update u (:meth:`Overlap.step`):
 1. wait for step u's games (the first step submits its own), with more rounds where the
    synchronous trainer would play them (:meth:`spiral_train.trainer.Trainer._play`: the same
    episodes of the seed tree);
-2. submit the first round of each step up to u + k not submitted yet; a generator plays its
-   calls one after the other;
+2. submit the games of each step up to u + k not submitted yet (as many as the last step's
+   turns per game say are needed, in rounds of ``concurrency``); a generator plays its calls
+   one after the other;
 3. train update u on step u's turns, except those played by weights more than k updates behind
    the learner (lag = u - the turn's ``policy_version``, counted as ``stale_samples_dropped``);
 4. offer the new weights (version u + 1) to every generator: it loads them at its next safe
    point between generate calls (:meth:`~spiral_train.workers.GeneratorWorker.offer_weights`),
    so the games in play continue on them, and each turn records the version that played it.
 
-A step's first round is submitted after the weights of version u - k were offered, so every
+A step's games are submitted after the weights of version u - k were offered, so every
 turn trained at update u has lag <= k by construction (with k = 1: step u + 1 is played during
 update u, by version u and, once it is offered, u + 1); the filter is the bound's guard, and its
 count is expected to stay 0. The truncated importance weight toward the sampler's log-probs
@@ -151,16 +152,19 @@ class Overlap:
 
     # --- games ------------------------------------------------------------------------------
     def _submit(self, step: int) -> _Step:
-        """Ask for ``step``'s first round of games."""
+        """Ask for ``step``'s games: as many as ``samples_per_step`` turns need at the last
+        step's turns per game, in rounds of at most ``concurrency`` (all submitted now, so
+        that they are played ahead too)."""
+        t = self.trainer
         pending = _Step(step)
-        pending.rounds.append(self._round(pending, self.trainer.config.samples_per_step))
+        needed = max(1, math.ceil(t.config.samples_per_step / t.turns_per_game))
+        while pending.next_episode < needed:
+            pending.rounds.append(self._round(pending, min(t.config.concurrency, needed - pending.next_episode)))
         return pending
 
-    def _round(self, pending: _Step, turns: int) -> _Round:
-        """Submit the next episodes of ``pending``: as many as ``turns`` LLM turns need at the
-        last step's turns per game (at most ``concurrency``), shared between the generators."""
+    def _round(self, pending: _Step, count: int) -> _Round:
+        """Submit the next ``count`` episodes of ``pending``, shared between the generators."""
         t = self.trainer
-        count = min(t.config.concurrency, max(1, math.ceil(turns / t.turns_per_game)))
         episodes = list(range(pending.next_episode, pending.next_episode + count))
         pending.next_episode += count
         shares = [episodes[i :: len(t.generators)] for i in range(len(t.generators))]
@@ -196,7 +200,9 @@ class Overlap:
             if len(games.samples) == before and not games.lost:
                 break  # no LLM seat to move: more rounds would not add turns
             if not pending.rounds and len(games.samples) < target:
-                pending.rounds.append(self._round(pending, target - len(games.samples)))
+                turns_per_game = self.trainer.turns_per_game
+                count = min(self.trainer.config.concurrency, max(1, math.ceil((target - len(games.samples)) / turns_per_game)))
+                pending.rounds.append(self._round(pending, count))
         games.samples.sort(key=lambda s: (s.episode, s.turn))
         return games, idle
 
