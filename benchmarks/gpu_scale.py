@@ -624,7 +624,8 @@ def async_phase(setup: Setup, figures: dict[str, Any]) -> None:
                     rows.append({"step": time.perf_counter() - start, **metrics})
             kept = rows[1:]
             for key, name in ASYNC_FIGURES.items():
-                figures[f"k{k}_{name}"] = figure(statistics.median(row.get(key, 0.0) for row in kept), "s")
+                if key in kept[0]:  # the idle times are async metrics
+                    figures[f"k{k}_{name}"] = figure(statistics.median(row[key] for row in kept), "s")
             if k:
                 figures["k1_policy_lag_mean"] = figure(statistics.fmean(row["policy_lag_mean"] for row in kept), "updates")
         figures["k0_over_k1_step"] = figure(figures["k0_step_seconds"]["value"] / figures["k1_step_seconds"]["value"], "x")
