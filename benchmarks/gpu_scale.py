@@ -20,11 +20,18 @@ Phases, in this order (each is a key of the JSON object; every figure is ``{"val
                          same GPU, the gathered state sent through Ray's object store (seconds, bytes)
   vllm                   where vLLM imports: the same generation in an in-process engine, then the
                          gathered state loaded into it (``reload_weights``)
+  async                  where Ray imports and two GPUs are visible (``--tiny``: the CPU): the trainer
+                         with max_staleness 0, then 1, one learner and one generator on a local Ray
+                         (vLLM where it imports, else and in --tiny transformers), single-hand Kuhn Poker with the
+                         recipe's settings, ``--samples`` turns a step, a model of this run's shape
+                         (random weights, the tiny Qwen3's tokenizer); ``--async-steps`` updates each,
+                         the first left out: median step seconds, their split, idle times, policy lag
 A phase whose library is missing reads "skipped: vllm not installed"; a phase that fails reads
 "failed: ..." (its traceback goes to stderr), the others still run and the exit status is 1.
 Progress and library logs go to stderr, the JSON object alone to stdout. The one-rank group
 listens on MASTER_ADDR:MASTER_PORT (default 127.0.0.1 and a free port) and the local Ray
-instance on 127.0.0.1. One GPU is used (the first visible one: pick it with CUDA_VISIBLE_DEVICES).
+instance on 127.0.0.1. One GPU is used (the first visible one: pick it with CUDA_VISIBLE_DEVICES),
+except by the async phase, which uses two.
 """
 
 from __future__ import annotations
@@ -569,6 +576,63 @@ def ray_phase(setup: Setup, ray: ModuleType, figures: dict[str, Any]) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+ASYNC_FIGURES = {"step": "step_seconds", "time_generation": "generation_seconds", "time_learning": "learning_seconds",
+                 "time_weight_sync": "weight_sync_seconds", "generator_idle_seconds": "generator_idle_seconds",
+                 "learner_idle_seconds": "learner_idle_seconds"}
+"""Trainer metrics of the async phase (medians) and the names its figures get (after k0_ / k1_)."""
+
+
+def async_phase(setup: Setup, figures: dict[str, Any]) -> None:
+    """The trainer with max_staleness 0 and 1 (see the module's docstring)."""
+    import copy
+    import importlib.util
+    import statistics
+
+    from spiral_agents.llm.tiny import build_tokenizer
+    from spiral_train.config import load_config
+    from spiral_train.trainer import Trainer
+
+    args, tiny = setup.args, setup.args.tiny
+    folder = Path(tempfile.mkdtemp(prefix="spiral-gpu-scale-async-"))
+    try:
+        tokenizer = build_tokenizer()
+        config = copy.deepcopy(setup.config)
+        config.vocab_size = max(config.vocab_size, -(-len(tokenizer) // 64) * 64)
+        model = random_model(config, setup.generator_dtype, torch.device("cpu"))
+        model.save_pretrained(folder / "model")
+        tokenizer.save_pretrained(folder / "model")
+        del model
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])  # for the workers
+        backend = "vllm" if importlib.util.find_spec("vllm") is not None and not tiny else "transformers"
+        figures["generator_backend"] = backend
+        gpus = 0 if tiny else 1
+        for k in (0, 1):
+            overrides = [
+                f"model.path={folder / 'model'}", "model.template=spiral-base", "games=[{id: KuhnPoker-v1, env_kwargs: {rounds: 1}}]",
+                f"steps={args.async_steps}", f"samples_per_step={args.samples}", f"concurrency={args.samples}", "eval.every=0",
+                "warm_start.steps=0", "tensorboard=false", f"output_dir={folder / f'k{k}'}", "cluster.address=local",
+                f"cluster.gpus_per_learner={gpus}", f"cluster.gpus_per_generator={gpus}", f"max_staleness={k}",
+                f"generator.backend={backend}", f"generator.gpu_memory_utilization={args.vllm_memory}", "generator.sleep_while_learning=false",
+                f"generator.max_model_len={args.prompt_tokens + args.gen_tokens + 512}", f"sampling.max_tokens={args.gen_tokens}",
+                f"learner.micro_batch_tokens={setup.learner_config.micro_batch_tokens}",
+            ]
+            rows = []
+            with Trainer(load_config(RECIPE, overrides)) as trainer:
+                for _ in range(args.async_steps):
+                    start = time.perf_counter()
+                    metrics = trainer.train_step()
+                    rows.append({"step": time.perf_counter() - start, **metrics})
+            kept = rows[1:]
+            for key, name in ASYNC_FIGURES.items():
+                if key in kept[0]:  # the idle times are async metrics
+                    figures[f"k{k}_{name}"] = figure(statistics.median(row[key] for row in kept), "s")
+            if k:
+                figures["k1_policy_lag_mean"] = figure(statistics.fmean(row["policy_lag_mean"] for row in kept), "updates")
+        figures["k0_over_k1_step"] = figure(figures["k0_step_seconds"]["value"] / figures["k1_step_seconds"]["value"], "x")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # -- the run --------------------------------------------------------------------------------------
 
 
@@ -642,6 +706,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vllm-memory", type=fraction,
                         help="vLLM's gpu_memory_utilization (default the recipe's generator setting)")
     parser.add_argument("--syncs", type=positive_int, default=2, help="Ray weight syncs, the best reported (default 2)")
+    parser.add_argument("--async-steps", type=positive_int, default=4,
+                        help="updates of each async-phase run, the first left out (default 4; at least 2)")
     parser.add_argument("--peak-tflops", type=positive_float,
                         help="the GPU's dense bf16 peak in TFLOP/s for the MFU (default: a table by GPU name)")
     args = parser.parse_args(argv)
@@ -652,6 +718,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, value in (tiny if args.tiny else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.async_steps < 2:
+        parser.error("--async-steps: must be at least 2 (the first is left out)")
     if not args.tiny and not torch.cuda.is_available():
         parser.error("no CUDA GPU here: run with --tiny for the CPU check of the script")
     return args
@@ -681,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
         "micro_batch_tokens": learner.micro_batch_tokens, "bf16": learner.bf16 and device.type == "cuda",
         "gradient_checkpointing": learner.gradient_checkpointing, "generation_prompts": args.gen_prompts,
         "prompt_tokens": args.prompt_tokens, "new_tokens_per_prompt": args.gen_tokens,
-        "vllm_gpu_memory_utilization": args.vllm_memory, "ray_syncs": args.syncs,
+        "vllm_gpu_memory_utilization": args.vllm_memory, "ray_syncs": args.syncs, "async_steps": args.async_steps,
     }
     peak = peak_flops(setup)
     if peak is not None:
@@ -703,6 +771,15 @@ def main(argv: list[str] | None = None) -> int:
                     ray_phase(setup, module, figures)
                 else:
                     vllm_phase(setup, module, state, figures)
+        ray_module, why_not = optional_module("ray")
+        visible = torch.cuda.device_count()
+        if ray_module is None:
+            report.skip("async", why_not)
+        elif not args.tiny and visible < 2:
+            report.skip("async", f"needs 2 GPUs (one learner, one generator), {visible} visible")
+        else:
+            with report.phase("async") as figures:
+                async_phase(setup, figures)
         report.data["total_seconds"] = figure(time.perf_counter() - begin, "s")
         text = json.dumps(report.data, indent=1)
         print(text, file=stdout, flush=True)

@@ -32,6 +32,10 @@ PASSED_ENV = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME", "HF_HUB_OFFLINE", "HF_
 REVIVE_SECONDS = 600.0
 """How long a restarted generator may take to come back before the run stops."""
 
+WEIGHTS_GROUP = "weights"
+"""The concurrency group of a generator actor in asynchronous training (``max_staleness`` >= 1)
+that takes weights while the default group plays (:meth:`GeneratorWorker.offer_weights`)."""
+
 
 class WorkerFailure(RuntimeError):
     """A worker died or its call failed in a way that ends the step."""
@@ -99,13 +103,35 @@ class RayWorkers:
                 raise self._failure(refs.index(done[0]), method, error) from None
 
     def call_each(
-        self, method: str, arguments: Sequence[tuple[Any, ...] | None], raise_errors: bool = False
+        self,
+        method: str,
+        arguments: Sequence[tuple[Any, ...] | None],
+        raise_errors: bool = False,
+        concurrency_group: str | None = None,
     ) -> list[Any]:
         """One call per worker with its own arguments (None: not called, None back); a failed
         call's exception is returned in its place (raised with ``raise_errors``)."""
+        return self.results(self.submit_each(method, arguments, concurrency_group), method, raise_errors)
+
+    def submit_each(
+        self, method: str, arguments: Sequence[tuple[Any, ...] | None], concurrency_group: str | None = None
+    ) -> list[Any]:
+        """:meth:`call_each`'s calls, not waited for: their object references (None where not
+        called); ``concurrency_group`` names the actor's group that runs them (default: the
+        actor's one-at-a-time queue)."""
+        refs = []
+        for actor, args in zip(self.actors, arguments):
+            call = getattr(actor, method)
+            if concurrency_group is not None:
+                call = call.options(concurrency_group=concurrency_group)
+            refs.append(None if args is None else call.remote(*args))
+        return refs
+
+    def results(self, refs: Sequence[Any], method: str, raise_errors: bool = False) -> list[Any]:
+        """The results of :meth:`submit_each`'s calls, waited for in order, as :meth:`call_each`
+        returns them."""
         import ray
 
-        refs = [None if args is None else getattr(actor, method).remote(*args) for actor, args in zip(self.actors, arguments)]
         results: list[Any] = []
         for index, ref in enumerate(refs):
             try:
@@ -364,7 +390,9 @@ def _place(ray: Any, config: TrainConfig, started: bool) -> Workers:
         learner_actor.options(max_restarts=0, **at(bundle, cpus, learner_gpus)).remote(config, rank, c.learners, master if c.learners > 1 else None)
         for rank, bundle in enumerate(learner_bundles)
     ]
-    generator_actor = ray.remote(GeneratorWorker)
+    # Asynchronous training: a second thread takes weights while the first plays.
+    groups = {"concurrency_groups": {WEIGHTS_GROUP: 1}} if config.max_staleness else {}
+    generator_actor = ray.remote(**groups)(GeneratorWorker) if groups else ray.remote(GeneratorWorker)
     generators = [
         generator_actor.options(max_restarts=c.generator_restarts, max_task_retries=0, **at(bundle, cpus, generator_gpus)).remote(config)
         for bundle in generator_bundles

@@ -36,6 +36,8 @@ from spiral_train.learner import LearnerConfig
 from spiral_train.population import KINDS, SELF, is_model_folder, opponent_mix
 
 GENERATOR_BACKENDS = ("vllm", "transformers", "vllm-server")
+ASYNC_IMPORTANCE_CAP = 2.0
+"""``learner.importance_cap`` where it is null and ``max_staleness`` >= 1 (TRL's default cap)."""
 MAX_SEED = 2**63 - 1
 
 RENAMED = {
@@ -352,6 +354,14 @@ class TrainConfig(Section):
     """Turn samples each policy update trains on: the rollout plays until this many turns are
     taken and the games then live are over, and this many of their turns are drawn uniformly
     (SPIRAL); turns with zero advantage are then dropped (``rae.drop_zero_advantage``)."""
+    max_staleness: int = Field(0, ge=0)
+    """0: synchronous (the generators wait while the learners train and the other way round).
+    k >= 1: generation and learning overlap (on Ray, generators on their own workers): the
+    generators play up to k steps ahead and take each update's weights between generate calls;
+    a turn played by weights more than k updates behind the learner is not trained on. Turns
+    are then weighted toward the learner by the truncated importance weight of
+    ``learner.importance_cap`` (``ASYNC_IMPORTANCE_CAP`` where null), and the generators never
+    sleep (``generator.sleep_while_learning`` is set false)."""
     train_all_turns: bool = False
     """Train on every turn of the step's games instead of drawing ``samples_per_step`` of them
     (the behaviour before: 2-10 times as many turns per update)."""
@@ -379,11 +389,33 @@ class TrainConfig(Section):
             raise ValueError(f"eval: {error}") from None
         if self.generator.backend == "vllm-server" and self.cluster.generators > 1:
             raise ValueError("cluster.generators: a vllm-server generator is the one running server; set 1")
+        if self.max_staleness:
+            self._overlapped()
         return self
 
     def opponents(self) -> set[str]:
         """Every opponent name the games' mixes use."""
         return {name for game in self.games for name in game.mix}
+
+    def _overlapped(self) -> None:
+        """``max_staleness`` >= 1: the placements that cannot overlap are errors; the
+        importance weight and no sleeping are the defaults."""
+        if self.cluster.colocate:
+            raise ValueError(
+                "max_staleness: colocated placement cannot overlap generation and learning (each "
+                "generator shares its learner's GPU and sleeps while it trains); set "
+                "cluster.colocate=false or max_staleness=0"
+            )
+        if not self.cluster.uses_ray:
+            raise ValueError(
+                "max_staleness: in one process the generator plays with the learner's own model, "
+                "so the two cannot overlap; put them on Ray workers (cluster.address=local on "
+                "this machine) or set max_staleness=0"
+            )
+        if self.learner.importance_cap is None:
+            self.learner = replace(self.learner, importance_cap=ASYNC_IMPORTANCE_CAP)
+        if self.generator.sleep_while_learning:
+            self.generator = self.generator.model_copy(update={"sleep_while_learning": False})
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain JSON data (what checkpoints and ``--print-config`` show)."""

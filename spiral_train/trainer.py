@@ -4,7 +4,8 @@ GeneratorWorker`), the learner ranks train (:class:`~spiral_train.workers.Learne
 in this process or on Ray (:mod:`spiral_train.cluster`), and :mod:`spiral_train.weight_sync`
 moves the weights between them.
 
-Read top to bottom: :meth:`Trainer.step` is one policy update.
+Read top to bottom: :meth:`Trainer.step` is one policy update. With ``max_staleness`` >= 1
+the updates overlap the next steps' games instead (:mod:`spiral_train.overlap`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from spiral_train.evaluation import game_metrics
 from spiral_train.learner import NonFiniteError
 from spiral_train.metrics import MetricsLogger
 from spiral_train.opponents import OpponentError, snapshot_path
+from spiral_train.overlap import Overlap
 from spiral_train.population import (
     INITIAL,
     LEARNER,
@@ -88,7 +90,9 @@ class Trainer:
         self.output = Path(config.output_dir)
         self.workers = start_workers(config)
         self.learners, self.generators = self.workers.learners, self.workers.generators
-        self.weights = WeightSync(self.learners, self.generators)
+        self.weights = WeightSync(self.learners, self.generators, versioned=config.max_staleness > 0)
+        self.overlap = Overlap(self, config.max_staleness) if config.max_staleness else None
+        """The asynchronous step loop (``max_staleness`` >= 1), else None."""
         self.baselines = RoleBaselines(config.rae.alpha, config.rae.update_first)
         self.step_index = 0
         self.samples_seen = 0
@@ -116,29 +120,20 @@ class Trainer:
         self.close()
 
     # --- one policy update -----------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        """One policy update: :meth:`step`, or with ``max_staleness`` >= 1 one that overlaps
+        the next steps' games (:meth:`spiral_train.overlap.Overlap.step`)."""
+        return self.overlap.step() if self.overlap is not None else self.step()
+
     def step(self) -> dict[str, float]:
-        config = self.config
         start = time.perf_counter()
         rollout = self._play(self._plan())
         samples, games = rollout.samples, rollout.games
         generated = time.perf_counter()
         self.generators.call("sleep")  # first: a WeightSyncError here leaves the step as it was
 
-        # A game whose generation failed (the server, not the model) is void: its forfeit
-        # is neither trained on nor counted in the game statistics; so are the games of a
-        # generator that died (they never came back). Only the learner's own turns are
-        # trained (a frozen opponent's are not); RAE keeps a baseline per opponent kind.
-        void = {s.episode for s in samples if s.finish_reason == "error"}
-        played = [s for s in samples if s.episode not in void and s.policy == LEARNER]
-        trained = [s for s in played if s.response_token_ids]
-        advantages = self.baselines.advantages(trained, opponent=lambda s: kind_of(s.opponent))  # every finished game moves the baselines
-        self._rate(played)
-        metrics = self._game_metrics(played, trained, advantages)
-        if not config.train_all_turns:
-            trained, advantages = self._draw(trained, advantages)
-        if config.rae.drop_zero_advantage:
-            kept = [(s, a) for s, a in zip(trained, advantages) if a != 0.0]
-            trained, advantages = [s for s, _ in kept], [a for _, a in kept]
+        void, played = self._learner_turns(samples)
+        trained, advantages, metrics = self._batch(played, [s for s in played if s.response_token_ids])
         if trained:
             metrics.update(self.learners.first_result("update", trained, advantages))
         learned = time.perf_counter()
@@ -149,8 +144,7 @@ class Trainer:
         if finished:
             self.turns_per_game = max(1.0, len(played) / finished)
         sync = self._wake_and_sync()  # last: a WeightSyncError leaves a finished step to checkpoint
-        if self.population is not None and self.population.due(self.step_index):
-            self._add_to_pool()
+        self._snapshot_if_due()
         synced = time.perf_counter()
 
         generated_tokens = sum(len(s.response_token_ids) for s in samples)
@@ -172,10 +166,35 @@ class Trainer:
         metrics.update(self._opponent_metrics())
         return metrics
 
+    def _learner_turns(self, samples: list[TurnSample]) -> tuple[set[int], list[TurnSample]]:
+        """The void episodes, and the learner's turns in the others.
+
+        A game whose generation failed (the server, not the model) is void: its forfeit is
+        neither trained on nor counted in the game statistics; so are the games of a generator
+        that died (they never came back). A frozen opponent's turns are not the learner's."""
+        void = {s.episode for s in samples if s.finish_reason == "error"}
+        return void, [s for s in samples if s.episode not in void and s.policy == LEARNER]
+
+    def _batch(self, played: list[TurnSample], trainable: list[TurnSample]) -> tuple[list[TurnSample], list[float], dict[str, float]]:
+        """What the update trains on out of ``trainable`` (of the learner's turns ``played``),
+        with the advantages and the game metrics: every finished game moves its RAE baseline
+        (per opponent kind) and the ratings; then the draw of ``samples_per_step`` turns and
+        the zero advantages dropped."""
+        advantages = self.baselines.advantages(trainable, opponent=lambda s: kind_of(s.opponent))
+        self._rate(played)
+        metrics = self._game_metrics(played, trainable, advantages)
+        trained = trainable
+        if not self.config.train_all_turns:
+            trained, advantages = self._draw(trained, advantages)
+        if self.config.rae.drop_zero_advantage:
+            kept = [(s, a) for s, a in zip(trained, advantages) if a != 0.0]
+            trained, advantages = [s for s, _ in kept], [a for _, a in kept]
+        return trained, advantages, metrics
+
     def _play(self, plan: list[Entry] | None = None) -> StepGames:
         """This step's games: episodes 0, 1, 2, ... in rounds (at most ``concurrency`` games,
         as many as the last step's turns per game say are needed) until ``samples_per_step``
-        LLM turns are taken, each round's episodes shared between the generators. Which
+        turns of the learner are taken, each round's episodes shared between the generators. Which
         episodes a step plays therefore depends on the games alone, never on the number of
         generators."""
         target = self.config.samples_per_step
@@ -183,13 +202,14 @@ class Trainer:
         games: list[GameRecord] = []
         lost = calls = first = 0
         busiest = 0.0
-        while len(samples) < target:
-            count = min(self.config.concurrency, max(1, math.ceil((target - len(samples)) / self.turns_per_game)))
+        taken = 0  # the learner's turns (a frozen opponent's are not counted)
+        while taken < target:
+            count = min(self.config.concurrency, max(1, math.ceil((target - taken) / self.turns_per_game)))
             episodes = list(range(first, first + count))
             first += count
             shares = [episodes[i :: len(self.generators)] for i in range(len(self.generators))]
             results = self.generators.call_each("play", [(self.step_index, share, plan) for share in shares])
-            before = len(samples)
+            before = taken
             busiest += max((r.seconds for r in results if not isinstance(r, BaseException)), default=0.0)
             for index, (share, result) in enumerate(zip(shares, results)):
                 if isinstance(result, WorkerFailure):
@@ -199,9 +219,10 @@ class Trainer:
                 if isinstance(result, BaseException):
                     raise result
                 samples += result.samples
+                taken += sum(s.policy == LEARNER for s in result.samples)
                 games += result.games
                 calls += result.generation_calls
-            if len(samples) == before and not lost:
+            if taken == before and not lost:
                 break  # no LLM seat to move: more rounds would not add turns
         samples.sort(key=lambda s: (s.episode, s.turn))
         return StepGames(samples, games, lost, calls, busiest)
@@ -250,6 +271,10 @@ class Trainer:
             self.generators.call("add_frozen", name, path, sha256)
         self.frozen[name] = sha256
         return Snapshot(name, self.step_index, sha256, table)
+
+    def _snapshot_if_due(self) -> None:
+        if self.population is not None and self.population.due(self.step_index):
+            self._add_to_pool()
 
     def _add_to_pool(self) -> None:
         assert self.population is not None
@@ -427,7 +452,7 @@ class Trainer:
     def _sync_weights(self) -> SyncReport:
         """Give every generator the learners' weights (checked finite first)."""
         self._check_weights()
-        report, dead = self.weights.push()
+        report, dead = self.weights.push(self.step_index)
         for index in dead:  # a generator that died on the way gets them once it is back
             self._revive(index)
         return report
@@ -537,7 +562,7 @@ class Trainer:
             bar = tqdm(total=config.steps, initial=self.step_index, desc="self-play", disable=not progress)
             while self.step_index < config.steps:
                 try:
-                    metrics = self.step()
+                    metrics = self.train_step()
                 except WeightSyncError as error:
                     saved = self._saved_step()
                     raise WeightSyncError(

@@ -2,7 +2,9 @@
 as Ray actors unchanged (:mod:`spiral_train.cluster` places them).
 
 - :class:`GeneratorWorker` owns one backend and plays the episodes it is given with the rollout
-  engine (and the evaluation games).
+  engine (and the evaluation games). In asynchronous training its weights arrive while it plays
+  (:meth:`GeneratorWorker.offer_weights`, from a second thread) and are loaded at the engine's
+  next safe point between generate calls.
 - :class:`LearnerWorker` is one learner rank: the trained model (sharded with FSDP2 when there
   are several ranks), its optimizer, the warm start and the exact Kuhn evaluation. Every rank
   is called with the same arguments; the collective methods must be called on all of them.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -29,7 +32,7 @@ from spiral_train.backends import build_backend, shares_module
 from spiral_train.config import TrainConfig
 from spiral_train.learner import Learner, nonfinite_parameters
 from spiral_train.model import FrozenReference, generator_weights, load_model, turn_stop_ids
-from spiral_train.population import LEARNER, SELF, Entry, is_model_folder
+from spiral_train.population import INITIAL, LEARNER, POPULATION, SELF, Entry, is_model_folder
 
 
 @dataclass
@@ -41,6 +44,8 @@ class Played:
     generation_calls: int
     seconds: float
     """Time the worker spent playing them."""
+    idle_seconds: float = 0.0
+    """Time the worker waited between its previous play call and this one."""
 
 
 def training_matchups(config: TrainConfig, policy: LLMPolicy, plan: list[Entry] | None = None, opponents: dict[str, LLMPolicy] | None = None) -> list[Matchup]:
@@ -59,7 +64,12 @@ def training_matchups(config: TrainConfig, policy: LLMPolicy, plan: list[Entry] 
     opponents = opponents or {}
     matchups = []
     for entry in plan:
-        other = policy if entry.name == SELF else opponents.get(entry.name, entry.name)
+        if entry.name in (INITIAL, *opponents) or entry.kind in (INITIAL, POPULATION) or is_model_folder(entry.name):
+            if entry.name not in opponents:
+                raise KeyError(f"the frozen opponent {entry.name!r} is not served by this generator (served: {', '.join(opponents) or 'none'})")
+            other = opponents[entry.name]
+        else:
+            other = policy if entry.name == SELF else entry.name
         matchups.append(Matchup(config.games[entry.game].id, (policy, other), entry.weight, kwargs[entry.game]))
     return matchups
 
@@ -87,8 +97,13 @@ class GeneratorWorker:
         """Whether the backend generates with the learner's own module (never synced)."""
         stops = sorted({*config.sampling.stop_token_ids, *turn_stop_ids(tokenizer)})
         sampling = replace(config.sampling, stop_token_ids=tuple(stops))
-        self.policy = LLMPolicy(self.backend, policy_template(config), sampling, name=LEARNER)
+        version = 0 if config.max_staleness else None  # counted in asynchronous training
+        self.policy = LLMPolicy(self.backend, policy_template(config), sampling, name=LEARNER, version=version)
         self.matchups = training_matchups(config, self.policy)
+        self._offered: tuple[dict[str, torch.Tensor], int] | None = None
+        """Weights and their version that arrived while playing, not loaded yet."""
+        self._offer_lock = threading.Lock()
+        self._last_play_end: float | None = None
         self.tokenizer = tokenizer
         self.opponents: dict[str, LLMPolicy] = {}
         """Frozen LLM opponents by name (model folders of the config, snapshots added later)."""
@@ -123,16 +138,39 @@ class GeneratorWorker:
         """Play ``episodes`` of ``step`` (their seeds come from the seed tree) to their ends:
         self-play, or the matchups of an opponent ``plan``."""
         start = time.perf_counter()
+        idle = 0.0 if self._last_play_end is None else start - self._last_play_end
         matchups = self.matchups if plan is None else training_matchups(self.config, self.policy, plan, self.opponents)
-        engine = RolloutEngine(matchups, concurrency=self.config.concurrency, seed=seeds.games_root(self.config.seed, step))
+        engine = RolloutEngine(
+            matchups, concurrency=self.config.concurrency, seed=seeds.games_root(self.config.seed, step), safe_point=self.take_offered_weights
+        )
         rollout = engine.run(episodes=episodes)
-        return Played(rollout.samples, rollout.games, engine.generation_calls, time.perf_counter() - start)
+        self._last_play_end = time.perf_counter()
+        return Played(rollout.samples, rollout.games, engine.generation_calls, self._last_play_end - start, idle)
 
     def update_weights(self, state: dict[str, torch.Tensor]) -> int:
         """Load the learner's weights (base names, LoRA merged); returns the bytes received."""
         if not self.shares_weights:
             self.backend.update_weights(state)
         return sum(t.numel() * t.element_size() for t in state.values())
+
+    def offer_weights(self, state: dict[str, torch.Tensor], version: int) -> int:
+        """Keep ``state`` (the weights of update ``version``) for the next safe point between
+        generate calls; a newer offer replaces one not loaded yet. Runs beside :meth:`play`
+        (Ray: the actor's ``weights`` concurrency group). Returns the bytes received."""
+        with self._offer_lock:
+            self._offered = (state, version)
+        return sum(t.numel() * t.element_size() for t in state.values())
+
+    def take_offered_weights(self) -> None:
+        """Load the weights offered since the last safe point, if any, and count their version
+        (called by the rollout engine between generate calls and before evaluations)."""
+        if self._offered is None:
+            return
+        with self._offer_lock:
+            state, version = self._offered
+            self._offered = None
+        self.update_weights(state)
+        self.policy.version = version
 
     def sleeps(self) -> bool:
         """Whether the backend gives its memory back while the learners train."""
@@ -151,6 +189,7 @@ class GeneratorWorker:
         seeded), each game in its training variant."""
         from spiral_agents.llm.agent import evaluate
 
+        self.take_offered_weights()
         e = self.config.eval
         sampling = replace(self.policy.sampling, temperature=e.temperature, top_p=e.top_p)
         policy = LLMPolicy(self.backend, self.policy.template, sampling, name="policy")
@@ -166,6 +205,7 @@ class GeneratorWorker:
         """``eval.reasoning``'s protocol on ``problems``, outputs under ``folder``."""
         from spiral_train.reasoning import PRESETS, evaluate_reasoning
 
+        self.take_offered_weights()
         settings = self.config.eval.reasoning
         protocol = PRESETS[settings.preset].with_overrides(max_tokens=settings.max_tokens, samples=settings.samples)
         with seeded_requests(self.backend):

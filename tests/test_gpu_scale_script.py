@@ -143,6 +143,7 @@ REQUIRED = {
     "transformers_generate": ["tokens_per_second", "seconds", "generated_tokens"],
     "ray": ["actors_ready_seconds", "sync_seconds", "gather_seconds", "load_seconds", "bytes"],
     "vllm": ["tokens_per_second", "seconds", "generated_tokens", "weight_update_seconds", "weight_update_bytes"],
+    "async": ["k0_step_seconds", "k1_step_seconds", "k1_generator_idle_seconds", "k1_policy_lag_mean", "k0_over_k1_step"],
 }
 
 
@@ -195,7 +196,7 @@ def test_the_tiny_run_measures_the_torch_phases_and_says_what_it_skipped(tmp_pat
     assert data["weight_gather"]["bytes"]["value"] == 4 * 164_288  # float32, tied weights once
     assert data["transformers_generate"]["generated_tokens"]["value"] == 4 * 2
     assert data["vllm"] == "skipped: vllm not installed"
-    assert data["ray"] == "skipped: ray not installed"
+    assert data["ray"] == data["async"] == "skipped: ray not installed"
 
 
 @pytest.mark.slow

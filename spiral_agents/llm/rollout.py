@@ -13,12 +13,17 @@ the whole game out. A backend call that raises, or returns other than one list o
 generations per prompt, fails that way for every prompt of the call. A backend that does so
 on :data:`MAX_FAILED_CALLS_IN_A_ROW` calls in a row is broken rather than unlucky (a bug, a
 dead engine): the run then raises :class:`BackendFailure` from its last error.
+
+A ``safe_point`` callable given to the engine runs between its backend calls (once per step of
+the engine, in the engine's thread): the asynchronous trainer's generators load newer weights
+there and bump their policy's ``version``, so a game may span an update; each turn records the
+version that generated it (``TurnSample.policy_version``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -65,6 +70,9 @@ class LLMPolicy:
     template: PromptTemplate | None = None
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     name: str = "llm"
+    version: int | None = None
+    """The policy version (updates applied) of the backend's weights, where a trainer counts
+    them (asynchronous training); recorded on every turn as ``TurnSample.policy_version``."""
     prompt_cache_size: int = 4096
     """Token ids of this many recent prompt texts are kept for reuse (0 = none)."""
     _encoder: PromptEncoder | None = field(default=None, init=False, repr=False, compare=False)
@@ -121,6 +129,9 @@ class TurnSample:
     """Final reward of this seat in its game (set when the game ends)."""
     opponent: str = ""
     """The name of the player in the other seat (a policy's name, or an agent spec)."""
+    policy_version: int | None = None
+    """The policy's ``version`` when it generated this turn (None: not counted; synchronous
+    training always plays the latest weights)."""
 
 
 @dataclass
@@ -162,7 +173,12 @@ class RolloutEngine:
     """
 
     def __init__(
-        self, matchups: Sequence[Matchup], *, concurrency: int = 64, seed: int | Sequence[int] = 0
+        self,
+        matchups: Sequence[Matchup],
+        *,
+        concurrency: int = 64,
+        seed: int | Sequence[int] = 0,
+        safe_point: Callable[[], None] | None = None,
     ) -> None:
         if not matchups:
             raise ValueError("a rollout needs at least one matchup")
@@ -178,6 +194,8 @@ class RolloutEngine:
         self.concurrency = concurrency
         self.seed = [seed] if isinstance(seed, int) else [int(part) for part in seed]
         self.generation_calls = 0
+        self.safe_point = safe_point
+        """Called before each step's backend calls (where a generator may swap weights)."""
         self._failed_calls: dict[int, int] = {}
 
     def run(
@@ -202,6 +220,8 @@ class RolloutEngine:
             return None
 
         while True:
+            if self.safe_point is not None:
+                self.safe_point()
             while len(live) < self.concurrency and (episode := next_episode()) is not None:
                 live.append(self._start(episode))
                 started += 1
@@ -310,6 +330,7 @@ class RolloutEngine:
                     invalid=invalid,
                     invalid_reason=answer.reason if answer.invalid else info.get("reason") if invalid else None,
                     opponent=game.record.agents[SEATS[1 - SEATS.index(seat)]],
+                    policy_version=policy.version,
                 )
             )
 
