@@ -170,15 +170,22 @@ def pack(samples: Sequence[Any], advantages: Sequence[float], pad_id: int) -> Ba
     return Batch(input_ids, attention, mask, adv, sampler)
 
 
-def token_logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+def token_logprobs(model: torch.nn.Module, batch: Batch, entropy: bool = False) -> torch.Tensor:
     """Log-probs of ``batch.targets`` under ``model``: [batch, width] (:func:`decoder_logprobs`;
-    on a sharded model, as its root's FSDP forward)."""
+    on a sharded model, as its root's FSDP forward); with ``entropy`` (one process only),
+    [2, batch, width] with each position's next-token entropy."""
     sharded = getattr(model, SHARDED_FORWARD, None)
-    return sharded(batch) if sharded is not None else decoder_logprobs(model, batch)
+    if sharded is None:
+        return decoder_logprobs(model, batch, entropy)
+    if entropy:
+        raise ValueError("entropy_coef: the entropy bonus is not available on sharded learners yet")
+    return sharded(batch)
 
 
-def decoder_logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """Log-probs of ``batch.targets`` under ``model``: [batch, width].
+def decoder_logprobs(model: torch.nn.Module, batch: Batch, entropy: bool = False) -> torch.Tensor:
+    """Log-probs of ``batch.targets`` under ``model``: [batch, width]; with ``entropy``,
+    [2, batch, width]: the log-probs and the entropy of each position's whole next-token
+    distribution.
 
     The decoder runs over the whole batch; the output layer only over the last ``width``
     positions, :data:`LOGPROB_CHUNK` at a time, each chunk under activation checkpointing when
@@ -198,15 +205,22 @@ def decoder_logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     flat, targets = hidden.reshape(-1, hidden.shape[-1]), batch.targets.reshape(-1)
     grad = torch.is_grad_enabled()
     parts = [
-        checkpoint(_chunk_logprobs, head, h, t, use_reentrant=False) if grad else _chunk_logprobs(head, h, t)
+        checkpoint(_chunk_logprobs, head, h, t, entropy, use_reentrant=False) if grad else _chunk_logprobs(head, h, t, entropy)
         for h, t in zip(flat.split(LOGPROB_CHUNK), targets.split(LOGPROB_CHUNK))
     ]
-    return torch.cat(parts).view(batch.targets.shape)
+    joined = torch.cat(parts, dim=-1)
+    return joined.view(2, *batch.targets.shape) if entropy else joined.view(batch.targets.shape)
 
 
-def _chunk_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _chunk_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, entropy: bool = False) -> torch.Tensor:
+    """[positions] log-probs of ``targets``; with ``entropy``, [2, positions]: and the entropy
+    ``logsumexp(z) - sum(softmax(z) * z)`` of the logits ``z``."""
     logits = head(hidden).float()
-    return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
+    normaliser = logits.logsumexp(-1)
+    chosen = logits.gather(-1, targets[:, None]).squeeze(-1) - normaliser
+    if not entropy:
+        return chosen
+    return torch.stack([chosen, normaliser - (logits.softmax(-1) * logits).sum(-1)])
 
 
 class Learner:
@@ -224,6 +238,8 @@ class Learner:
         reference: FrozenReference | None = None,
         seed: int = 0,
     ) -> None:
+        if config.entropy_coef and hasattr(model, SHARDED_FORWARD):
+            raise ValueError("entropy_coef: the entropy bonus is not available on sharded learners yet")
         self.model = model
         self.config = config
         self.pad_id = pad_id
@@ -330,14 +346,14 @@ class Learner:
             with self.reference.on(self.device) as reference:
                 ref = self._logprobs_of(reference, samples, advantages, lengths, width)
         self.model.train()
-        totals = {"loss": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0, "kl": 0.0}
+        totals = {"loss": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0, "kl": 0.0, "entropy": 0.0}
         steps = skipped = 0
         padded = 0
         for epoch in range(cfg.epochs):
             order = torch.randperm(len(samples), generator=self.generator)
             for chunk in order.chunk(max(1, min(cfg.minibatches, len(samples)))):
                 self.optimizer.zero_grad(set_to_none=True)
-                sums = torch.zeros(4, device=self.device)  # loss, tokens, clipped tokens, KL
+                sums = torch.zeros(5, device=self.device)  # loss, tokens, clipped tokens, KL, entropy
                 plan = self._plan(chunk.tolist(), lengths)
                 padded += plan.padded_tokens
                 for rows, own in plan:
@@ -345,8 +361,11 @@ class Learner:
                     if not own:  # keeps the ranks' collectives in step: no loss, no gradient
                         micro.mask.zero_()
                     index = torch.tensor(rows)
+                    entropy = None
                     with self._autocast():
-                        logprobs = token_logprobs(self.model, micro)
+                        logprobs = token_logprobs(self.model, micro, entropy=bool(cfg.entropy_coef))
+                    if cfg.entropy_coef:
+                        logprobs, entropy = logprobs
                     if reuse_first_pass and epoch == 0 and own:
                         old[index, -micro.width :] = logprobs.detach()
                     loss, stats = policy_loss(
@@ -358,15 +377,16 @@ class Learner:
                         sampler_logprobs=micro.sampler_logprobs,
                         ref_logprobs=None if ref is None else ref[index, -micro.width :],
                         sequences=len(chunk),
+                        entropy=entropy,
                     )
                     loss.backward()
-                    sums += torch.stack([loss.detach(), stats["tokens"], stats["clipped"], stats["kl_sum"]])
+                    sums += torch.stack([loss.detach(), stats["tokens"], stats["clipped"], stats["kl_sum"], stats["entropy_sum"]])
                 # Global numbers on N ranks (the gradient norm over all shards), so that every
                 # rank skips or steps alike.
                 grad_norm = clip_gradients(self.parameters, cfg.max_grad_norm)
                 all_reduce_sum(sums, self.group)
                 # the one host sync of this optimizer step
-                loss_value, tokens, clipped, kl_sum, norm = torch.cat([sums, grad_norm.reshape(1).float()]).tolist()
+                loss_value, tokens, clipped, kl_sum, entropy_sum, norm = torch.cat([sums, grad_norm.reshape(1).float()]).tolist()
                 steps += 1
                 if not (math.isfinite(loss_value) and math.isfinite(norm)):
                     self._skip_step(loss_value, norm)
@@ -378,6 +398,7 @@ class Learner:
                 totals["loss"] += loss_value
                 totals["clip_fraction"] += clipped / max(tokens, 1.0)
                 totals["kl"] += kl_sum / max(tokens, 1.0)
+                totals["entropy"] += entropy_sum / max(tokens, 1.0)
                 totals["grad_norm"] += norm
             if reuse_first_pass and epoch == 0 and cfg.epochs > 1:  # each rank filled its rows
                 all_reduce_sum(old, self.group)  # (a row may move to another rank next epoch)
@@ -385,7 +406,7 @@ class Learner:
         self.model.eval()
         seconds = time.perf_counter() - start
         trained_tokens = sum(lengths) * cfg.epochs
-        metrics = {k: v / steps for k, v in totals.items()}
+        metrics = {k: v / steps for k, v in totals.items() if k != "entropy" or cfg.entropy_coef}
         metrics.update(
             learning_rate=self.scheduler.get_last_lr()[0],
             learner_seconds=seconds,
