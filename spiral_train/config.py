@@ -253,6 +253,11 @@ class WarmStartConfig(Section):
     steps: int = Field(0, ge=0)
     learning_rate: float = Field(1e-3, gt=0)
     batch_size: int = Field(32, ge=1)
+    targets: Literal["uniform", "random_policy"] = "uniform"
+    """uniform: every target move uniformly random; random_policy: each observation its own
+    random answer distribution (teaches reading the observation, no strategy)."""
+    dirichlet_alpha: float = Field(3.0, gt=0)
+    """random_policy: the Dirichlet concentration of each observation's distribution."""
 
 
 class CheckpointConfig(Section):

@@ -262,7 +262,7 @@ class LearnerWorker:
         w, config = self.config.warm_start, self.config
         games = [g.id for g in config.games]
         seed = seeds.derived_seed(config.seed, seeds.WARM_START)
-        loss = warm_start(self.model, self.tokenizer, policy_template(config), games, [g.env_kwargs for g in config.games], w.steps, w.batch_size, w.learning_rate, seed, ranks=self.world_size)
+        loss = warm_start(self.model, self.tokenizer, policy_template(config), games, [g.env_kwargs for g in config.games], w.steps, w.batch_size, w.learning_rate, seed, ranks=self.world_size, dirichlet=w.dirichlet_alpha if w.targets == "random_policy" else None)
         if self.learner.reference is not None:  # KL toward the warm-started policy, not the untrained one
             self.learner.reference.start_from(self._full_state())
         return loss
