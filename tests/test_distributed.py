@@ -76,8 +76,8 @@ def record_games(trainer) -> list[tuple[list, list]]:
     seen: list[tuple[list, list]] = []
     play = trainer._play
 
-    def recording():
-        games = play()
+    def recording(*plan):
+        games = play(*plan)
         seen.append(
             (
                 [(s.episode, s.turn, tuple(s.response_token_ids), s.reward) for s in games.samples],
