@@ -64,7 +64,7 @@ def export_checkpoint(
         raise ExportError(f"{run} holds no checkpoints folder: not a training run's output_dir, or a run that saved no checkpoint yet")
     _check_out(out, run, overwrite)
     path = _checkpoint(root, step, log)
-    model, tokenizer, base = _trained_model(path)
+    model, tokenizer, base = trained_model(path)
     staging = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ def _checkpoint(root: Path, step: str | int | None, log: Callable[[str], None] |
     return path
 
 
-def _trained_model(path: Path) -> tuple[torch.nn.Module, Any, str]:
+def trained_model(path: Path) -> tuple[torch.nn.Module, Any, str]:
     """The model of the checkpoint at ``path`` as a plain Hugging Face model in its base
     model's dtype (LoRA merged), the base model's tokenizer and its ``model.path``."""
     from transformers import AutoConfig

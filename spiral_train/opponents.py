@@ -89,9 +89,9 @@ def load_frozen(config: TrainConfig, source: Path, sha256: str | None = None) ->
                 raise OpponentError(f"{source}: weights do not fit {config.model.path} (missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})")
             model.tie_weights()
         elif (source / "state.json").is_file():
-            from spiral_train.export import _trained_model
+            from spiral_train.export import trained_model
 
-            model = _trained_model(source)[0]
+            model = trained_model(source)[0]
         else:
             model = AutoModelForCausalLM.from_pretrained(source)
     except OpponentError:
