@@ -287,6 +287,12 @@ def test_the_job_starts_the_head_then_the_workers_trains_on_the_head_and_stops_r
     assert result.returncode == 0, result.stderr
     address = "10.1.2.3:6379"
     resources = "--num-cpus=32 --num-gpus=8 --disable-usage-stats --block"
+    head_up = log.index(f"ray[gpu-a] start --head --node-ip-address=10.1.2.3 --port=6379 {resources}")
+    worker = log.index(f"srun[gpu-b] ray start --address={address} {resources}")
+    # the script polls `ray status` until the head answers: polls before the background srun
+    # step logs are a matter of timing, but one poll must see the head up before a worker starts
+    assert f"ray[] status --address {address}" in log[head_up:worker]
+    log = [line for line in log if not line.startswith("ray[] status")]
     assert log[0] == "srun[gpu-a] hostname --ip-address"
     assert log[1] == f"srun[gpu-a] ray start --head --node-ip-address=10.1.2.3 --port=6379 {resources}"
     worker = log.index(f"srun[gpu-b] ray start --address={address} {resources}")
