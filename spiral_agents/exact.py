@@ -7,7 +7,7 @@ reports ``action_probabilities`` can be scored, an LLM agent included.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
 
@@ -38,30 +38,34 @@ def _terminal_payoff(opener_card: int, other_card: int, history: tuple[int, ...]
 
 
 @cache
-def _seed_for_deal(deal: tuple[int, int]) -> int:
-    """A reset seed whose deal (to player 0, player 1) is ``deal``."""
-    env = spiral_envs.env("KuhnPoker-v1", rounds=1, first_opener=0)
+def _seed_for_deal(deal: tuple[int, int], first_opener: int) -> int:
+    """A reset seed whose deal (to the opener, to the other player) is ``deal``."""
+    env = spiral_envs.env("KuhnPoker-v1", rounds=1, first_opener=first_opener)
     for seed in itertools.count():
         env.reset(seed=seed)
-        if tuple(env.game_state.cards) == deal:
+        cards = env.game_state.cards
+        if (cards[first_opener], cards[1 - first_opener]) == deal:
             return seed
     raise AssertionError("unreachable")
 
 
-def kuhn_policy(agent: Any) -> Policy:
+def kuhn_policy(agent: Any, env_kwargs: Mapping[str, Any] | None = None) -> Policy:
     """Read an agent's action probabilities at all 12 information sets of single-hand Kuhn.
 
-    Observations come from ``KuhnPoker-v1`` with ``rounds=1`` and player 0 acting first (the
-    standard game); probabilities on illegal actions are an error.
+    Observations come from ``KuhnPoker-v1`` with ``rounds=1`` and ``env_kwargs`` (pass those
+    the agent plays with: an LLM trained where Player 1 opens, the env's default, has never
+    seen a text in which Player 0 does, nor a brief text a full one); probabilities on illegal
+    actions are an error.
     """
     agent = as_agent(agent)
-    env = spiral_envs.env("KuhnPoker-v1", rounds=1, first_opener=0)
+    env = spiral_envs.env("KuhnPoker-v1", **{**(env_kwargs or {}), "rounds": 1})
+    first_opener = env.game.first_opener
     policy: Policy = {}
     for (opener_card, other_card), (opener_acts, history) in itertools.product(DEALS, DECISIONS):
         card = opener_card if opener_acts else other_card
         if (opener_acts, card, history) in policy:
             continue
-        env.reset(seed=_seed_for_deal((opener_card, other_card)))
+        env.reset(seed=_seed_for_deal((opener_card, other_card), first_opener))
         for action in history:
             env.step(action)
         observation = env.observe(env.agent_selection)
@@ -159,12 +163,13 @@ def decode_policy(table: dict[str, list[float]]) -> Policy:
     return policy
 
 
-def kuhn_exploitability(agent: Any) -> float:
-    """Exploitability (NashConv / 2) of an agent in single-hand Kuhn Poker, in chips per hand.
+def kuhn_exploitability(agent: Any, env_kwargs: Mapping[str, Any] | None = None) -> float:
+    """Exploitability (NashConv / 2) of an agent in single-hand Kuhn Poker, in chips per hand,
+    read on the observations of ``env_kwargs`` (:func:`kuhn_policy`).
 
     Uniformly random play scores 0.4583...; every member of the equilibrium family scores 0.
     """
-    return kuhn_nash_conv(kuhn_policy(agent)) / 2
+    return kuhn_nash_conv(kuhn_policy(agent, env_kwargs)) / 2
 
 
 def tictactoe_optimal_move_share(

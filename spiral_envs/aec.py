@@ -89,7 +89,9 @@ class SpiralAECEnv(AECEnv):
     Observations are dicts: ``"observation"`` (numeric, what the player may know),
     ``"action_mask"`` (int8, finite-move games only; zeros off-turn) and, unless
     ``with_text=False``, ``"text"`` (the rules, the history as this player saw it, the state
-    and the legal moves). ``step`` takes an index into ``game.actions`` or the raw text a
+    and the legal moves; with ``brief_text=True`` the state and the legal moves only, for
+    models too small to read a long prompt: complete only where the game's state text carries
+    everything a player knows, as in Kuhn Poker or TicTacToe). ``step`` takes an index into ``game.actions`` or the raw text a
     player wrote; ``Invalid(reason)`` submits a move that is invalid for a reason found outside
     the game (an LLM response with no answer). Every reason is folded onto one line
     (:func:`~spiral_envs.core.one_line`) before it is recorded or shown.
@@ -118,6 +120,7 @@ class SpiralAECEnv(AECEnv):
         max_turns: int | None = None,
         max_cycles: int | None = None,
         with_text: bool = True,
+        brief_text: bool = False,
     ) -> None:
         super().__init__()
         if render_mode is not None and render_mode not in RENDER_MODES:
@@ -128,6 +131,7 @@ class SpiralAECEnv(AECEnv):
         self.invalid_move = InvalidMovePolicy.coerce(invalid_move)
         self.max_turns = turn_cap(game, max_turns, max_cycles)
         self.with_text = bool(with_text)
+        self.brief_text = bool(brief_text)
         self.possible_agents = list(AGENTS)
         self._num_actions = None if game.actions is None else len(game.actions)
         self._no_moves = None if game.actions is None else np.zeros(len(game.actions), np.int8)
@@ -223,6 +227,9 @@ class SpiralAECEnv(AECEnv):
             prompt = "The game is over."
         else:
             prompt = f"Waiting for Player {state.current_player} to move."
+        if self.brief_text:
+            obs["text"] = f"{state.state_text(player)}\n\n{prompt}"
+            return obs
         obs["text"] = (
             f"{self._rules[player]}\n\nHistory:\n{state.log.view(player) or '(nothing yet)'}\n"
             f"{state.state_text(player)}\n\n{prompt}"

@@ -39,6 +39,7 @@ def env(
     max_turns: int | None = None,
     max_cycles: int | None = None,
     with_text: bool = True,
+    brief_text: bool = False,
     **game_kwargs: Any,
 ) -> SpiralAECEnv:
     """A PettingZoo AEC env for ``game_id`` (``"TicTacToe-v0"`` or ``"spiral/TicTacToe-v0"``).
@@ -53,6 +54,7 @@ def env(
         max_turns=max_turns,
         max_cycles=max_cycles,
         with_text=with_text,
+        brief_text=brief_text,
     )
 
 

@@ -244,6 +244,7 @@ def from_textarena(
     max_turns: int | None = None,
     max_cycles: int | None = None,
     with_text: bool = True,
+    brief_text: bool = False,
     **textarena_kwargs: Any,
 ) -> SpiralAECEnv:
     """A two-player TextArena game as a spiral PettingZoo AEC env.
@@ -259,6 +260,7 @@ def from_textarena(
         max_turns=max_turns,
         max_cycles=max_cycles,
         with_text=with_text,
+        brief_text=brief_text,
     )
 
 

@@ -377,6 +377,9 @@ class TrainConfig(Section):
     wandb_project: str | None = None
     build_tiny_model: bool = False
     """Build the tiny offline Qwen3 at ``model.path`` first if it is not there (CPU demo)."""
+    tiny_model_init: float = Field(0.02, gt=0, le=1)
+    """With ``build_tiny_model``: the standard deviation of its initial weights (Qwen3's 0.02;
+    the CPU demo's 0.1 lets the 64-wide model learn to read its card in its warm start)."""
 
     @field_validator("imports")
     @classmethod
@@ -394,6 +397,13 @@ class TrainConfig(Section):
             raise ValueError(f"eval: {error}") from None
         if self.generator.backend == "vllm-server" and self.cluster.generators > 1:
             raise ValueError("cluster.generators: a vllm-server generator is the one running server; set 1")
+        if self.learner.kl_reference_every and not self.learner.kl_coef:
+            raise ValueError("learner.kl_reference_every: it moves the KL penalty's reference; set learner.kl_coef > 0 (or 0 here)")
+        if self.learner.kl_reference_every and self.model.lora_rank:
+            raise ValueError(
+                "learner.kl_reference_every: with LoRA the KL reference is the base model with the "
+                "adapters off, which cannot move; train all weights (model.lora_rank=0) or set 0"
+            )
         if self.max_staleness:
             self._overlapped()
         return self

@@ -81,6 +81,11 @@ class LearnerConfig(LossConfig):
     bf16: bool = True
     """bfloat16 autocast where the device supports it (CUDA); CPU runs float32."""
     gradient_checkpointing: bool = True
+    kl_reference_every: int = 0
+    """0: the KL penalty (``kl_coef``) pulls toward the policy self-play started from (after
+    the warm start). N: the reference becomes the current policy every N steps, a moving anchor
+    as in magnetic mirror descent and R-NaD: each stretch solves a game regularised toward the
+    last anchor, whose solution moves toward the equilibrium instead of cycling around it."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -91,9 +96,9 @@ class LearnerConfig(LossConfig):
         for beta in self.betas:
             check_range("betas", beta, 0 <= beta < 1, "must lie in [0, 1)")
         check_range("max_grad_norm", self.max_grad_norm, self.max_grad_norm > 0, "must be positive")
-        for name in ("warmup_steps", "epochs", "minibatches", "micro_batch_size", "micro_batch_tokens", "max_nonfinite_steps"):
+        for name in ("warmup_steps", "epochs", "minibatches", "micro_batch_size", "micro_batch_tokens", "max_nonfinite_steps", "kl_reference_every"):
             value = getattr(self, name)
-            low = 0 if name in ("warmup_steps", "micro_batch_tokens") else 1
+            low = 0 if name in ("warmup_steps", "micro_batch_tokens", "kl_reference_every") else 1
             check_range(name, value, isinstance(value, int) and value >= low, f"must be an integer >= {low}")
 
 

@@ -116,34 +116,20 @@ class Overlap:
         if trained:
             metrics.update(t.learners.first_result("update", trained, advantages))
         learned = time.perf_counter()
-        t.step_index += 1
-        t.samples_seen += len(samples)
-        t.games_seen += len(games)
+        t._count_step(rollout)
         sync = self._push()
         t._snapshot_if_due()  # queued behind the plays already submitted, before later ones
         synced = time.perf_counter()
 
         lags = [update - s.policy_version for s in trained]
+        metrics.update(t._step_metrics(rollout, void, trained, sync, (start, generated, learned, synced), rollout.busiest))
         metrics.update(
-            samples=len(samples),
-            trained_samples=len(trained),
-            games=len(games),
-            void_games=len(void) + rollout.lost,
-            generator_failures=t.generator_failures,
-            generation_calls=rollout.calls,
-            time_generation=generated - start,
-            time_learning=learned - generated,
-            time_weight_sync=synced - learned,
-            weight_sync_seconds=sync.seconds,
-            weight_sync_bytes=sync.bytes,
-            generation_tokens_per_second=sum(len(s.response_token_ids) for s in samples) / max(rollout.busiest, 1e-9),
             policy_lag_max=max(lags, default=0),
             policy_lag_mean=sum(lags) / len(lags) if lags else 0.0,
             stale_samples_dropped=len(stale),
             generator_idle_seconds=generator_idle,
             learner_idle_seconds=synced - start - metrics.get("learner_seconds", 0.0),
         )
-        metrics.update(t._opponent_metrics())
         return metrics
 
     # --- games ------------------------------------------------------------------------------

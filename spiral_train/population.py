@@ -145,6 +145,14 @@ def snapshot_name(step: int) -> str:
     return f"snapshot-{step:06d}"
 
 
+REFERENCE_PREFIX = "reference-"
+
+
+def reference_name(step: int) -> str:
+    """The snapshot file name of the KL reference moved at ``step`` (``learner.kl_reference_every``)."""
+    return f"{REFERENCE_PREFIX}{step:06d}"
+
+
 @dataclass
 class Population:
     """At most ``size`` snapshots of the policy, one every ``every`` steps (step 0 first).

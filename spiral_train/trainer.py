@@ -48,6 +48,7 @@ from spiral_train.population import (
     INITIAL,
     LEARNER,
     POPULATION,
+    REFERENCE_PREFIX,
     SELF,
     Entry,
     OpponentsState,
@@ -56,6 +57,7 @@ from spiral_train.population import (
     Snapshot,
     kind_of,
     opponent_plan,
+    reference_name,
     snapshot_name,
 )
 from spiral_train.rae import RoleBaselines
@@ -86,7 +88,7 @@ class Trainer:
         if config.build_tiny_model:
             from spiral_agents.llm.tiny import ensure_tiny_qwen3
 
-            ensure_tiny_qwen3(config.model.path, seed=config.seed)
+            ensure_tiny_qwen3(config.model.path, seed=config.seed, initializer_range=config.tiny_model_init)
         self.output = Path(config.output_dir)
         self.workers = start_workers(config)
         self.learners, self.generators = self.workers.learners, self.workers.generators
@@ -137,9 +139,7 @@ class Trainer:
         if trained:
             metrics.update(self.learners.first_result("update", trained, advantages))
         learned = time.perf_counter()
-        self.step_index += 1
-        self.samples_seen += len(samples)
-        self.games_seen += len(games)
+        self._count_step(rollout)
         finished = len(games) - len(void)
         if finished:
             self.turns_per_game = max(1.0, len(played) / finished)
@@ -147,24 +147,37 @@ class Trainer:
         self._snapshot_if_due()
         synced = time.perf_counter()
 
-        generated_tokens = sum(len(s.response_token_ids) for s in samples)
-        metrics.update(
-            samples=len(samples),
-            trained_samples=len(trained),
-            games=len(games),
-            void_games=len(void) + rollout.lost,
-            generator_failures=self.generator_failures,
-            generation_calls=rollout.calls,
-            time_generation=generated - start,
-            time_learning=learned - generated,
-            time_weight_sync=synced - learned,
-            time_waiting=(generated - start - rollout.busiest) + (learned - generated - metrics.get("learner_seconds", 0.0)),
-            weight_sync_seconds=sync.seconds,
-            weight_sync_bytes=sync.bytes,
-            generation_tokens_per_second=generated_tokens / max(generated - start, 1e-9),
-        )
-        metrics.update(self._opponent_metrics())
+        metrics.update(self._step_metrics(rollout, void, trained, sync, (start, generated, learned, synced), generated - start))
+        metrics["time_waiting"] = (generated - start - rollout.busiest) + (learned - generated - metrics.get("learner_seconds", 0.0))
         return metrics
+
+    def _count_step(self, rollout: StepGames) -> None:
+        """One more update, and its games and turns, in the run's counters."""
+        self.step_index += 1
+        self.samples_seen += len(rollout.samples)
+        self.games_seen += len(rollout.games)
+
+    def _step_metrics(
+        self, rollout: StepGames, void: set[int], trained: list[TurnSample], sync: SyncReport, times: tuple[float, float, float, float], generating_seconds: float
+    ) -> dict[str, float]:
+        """A step's counts, times (``times``: its start, games done, update done, weights sent)
+        and opponent metrics; the generation rate is over ``generating_seconds``."""
+        start, generated, learned, synced = times
+        return {
+            "samples": len(rollout.samples),
+            "trained_samples": len(trained),
+            "games": len(rollout.games),
+            "void_games": len(void) + rollout.lost,
+            "generator_failures": self.generator_failures,
+            "generation_calls": rollout.calls,
+            "time_generation": generated - start,
+            "time_learning": learned - generated,
+            "time_weight_sync": synced - learned,
+            "weight_sync_seconds": sync.seconds,
+            "weight_sync_bytes": sync.bytes,
+            "generation_tokens_per_second": sum(len(s.response_token_ids) for s in rollout.samples) / max(generating_seconds, 1e-9),
+            **self._opponent_metrics(),
+        }
 
     def _learner_turns(self, samples: list[TurnSample]) -> tuple[set[int], list[TurnSample]]:
         """The void episodes, and the learner's turns in the others.
@@ -247,7 +260,9 @@ class Trainer:
 
     def _served(self, name: str) -> bool:
         """Whether the generators serve snapshot ``name`` (``initial`` may be only the KL
-        reference)."""
+        reference; a moved reference is only that)."""
+        if name.startswith(REFERENCE_PREFIX):
+            return False
         return name != INITIAL or INITIAL in self.config.opponents()
 
     def _initial_reference(self) -> bool:
@@ -262,10 +277,10 @@ class Trainer:
         if self.population is not None:
             self._add_to_pool()
 
-    def _snapshot(self, name: str) -> Snapshot:
-        """The learners write the policy to a snapshot file; the generators serve it."""
+    def _snapshot(self, name: str, kuhn: bool = False) -> Snapshot:
+        """The learners write the policy to a snapshot file (with ``kuhn``, its Kuhn action
+        probabilities too); the generators serve it."""
         path = snapshot_path(self.output, name)
-        kuhn = self.config.eval.kuhn_exploitability and name != INITIAL
         sha256, table = self.learners.first_result("snapshot", path, kuhn)
         if self._served(name):
             self.generators.call("add_frozen", name, path, sha256)
@@ -273,12 +288,25 @@ class Trainer:
         return Snapshot(name, self.step_index, sha256, table)
 
     def _snapshot_if_due(self) -> None:
+        """After an update: the pool's next member and the KL reference's move, when due."""
         if self.population is not None and self.population.due(self.step_index):
             self._add_to_pool()
+        every = self.config.learner.kl_reference_every
+        if every and self.step_index % every == 0:
+            self._move_reference()
+
+    def _move_reference(self) -> None:
+        """The current policy becomes the KL reference, kept as a snapshot file for resume;
+        the reference before it is no longer the live run's (pruned once no checkpoint names it)."""
+        name = reference_name(self.step_index)
+        self._snapshot(name)
+        self.learners.call("reference_from", snapshot_path(self.output, name), self.frozen[name])
+        for old in [n for n in self.frozen if n != name and (n.startswith(REFERENCE_PREFIX) or (n == INITIAL and not self._served(n)))]:
+            del self.frozen[old]
 
     def _add_to_pool(self) -> None:
         assert self.population is not None
-        snapshot = self._snapshot(snapshot_name(self.step_index))
+        snapshot = self._snapshot(snapshot_name(self.step_index), kuhn=self.config.eval.kuhn_exploitability)
         self.ratings.add(snapshot.name)  # it is the learner now
         out = self.population.add(snapshot, seeds.population_rng(self.config.seed, self.step_index))
         if out is not None:
@@ -330,12 +358,14 @@ class Trainer:
         self.ratings.load_state_dict(state.ratings.model_dump())
         if self.population is not None and state.population is not None:
             self.population.load_state_dict(state.population.model_dump())
+        moved = [name for name in state.frozen if name.startswith(REFERENCE_PREFIX)]
+        reference = moved[-1] if moved else INITIAL if self._initial_reference() else None
         for name, sha256 in state.frozen.items():
             file = snapshot_path(self.output, name)
             try:
                 if self._served(name):
                     self.generators.call("add_frozen", name, file, sha256)
-                if name == INITIAL and self._initial_reference():
+                if name == reference and self.config.learner.kl_coef:
                     self.learners.call("reference_from", file, sha256)
             except OpponentError as error:
                 raise CheckpointError(f"{path}: its frozen opponent {name}: {error}") from None

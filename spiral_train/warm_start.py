@@ -20,7 +20,6 @@ import torch
 import spiral_envs
 from spiral_agents.llm.prompts import PromptTemplate, token_ids
 from spiral_agents.llm.scoring import answer_text
-from spiral_envs.registry import game_kwargs
 
 
 def format_examples(tokenizer: Any, template: PromptTemplate, games: Sequence[str], env_kwargs: Sequence[dict], count: int, seed: int, dirichlet: float | None = None) -> list[tuple[list[int], list[int]]]:
@@ -28,7 +27,7 @@ def format_examples(tokenizer: Any, template: PromptTemplate, games: Sequence[st
     with ``dirichlet`` each observation's own Dirichlet(``dirichlet``) answer distribution."""
     rng = np.random.default_rng(seed)
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    envs = [spiral_envs.env(g, **game_kwargs(kw)) for g, kw in zip(games, env_kwargs)]
+    envs = [spiral_envs.env(g, **kw) for g, kw in zip(games, env_kwargs)]
     examples: list[tuple[list[int], list[int]]] = []
     episode = 0
     while len(examples) < count:

@@ -323,17 +323,25 @@ class LearnerWorker:
     def kuhn_policy(self) -> dict[str, list[float]]:
         """The model's action probabilities at single-hand Kuhn Poker's 12 information sets."""
         from spiral_agents.exact import encode_policy, kuhn_policy
-        from spiral_agents.llm.scoring import ActionScorer
 
-        return encode_policy(kuhn_policy(ActionScorer(self.model, self.tokenizer, policy_template(self.config))))
+        return encode_policy(kuhn_policy(self._kuhn_scorer(), self._kuhn_env_kwargs()))
 
     def kuhn_exploitability(self) -> float:
         """Exact exploitability of the model's own action probabilities (every rank runs the
         same passes; sharded ones need that)."""
         from spiral_agents.exact import kuhn_exploitability
+
+        return kuhn_exploitability(self._kuhn_scorer(), self._kuhn_env_kwargs())
+
+    def _kuhn_scorer(self) -> Any:
         from spiral_agents.llm.scoring import ActionScorer
 
-        return kuhn_exploitability(ActionScorer(self.model, self.tokenizer, policy_template(self.config)))
+        return ActionScorer(self.model, self.tokenizer, policy_template(self.config))
+
+    def _kuhn_env_kwargs(self) -> dict[str, Any]:
+        """The run's Kuhn Poker env settings (who opens, brief texts): the policy is read on
+        the observations it plays."""
+        return next((dict(g.env_kwargs) for g in self.config.games if g.id == "KuhnPoker-v1"), {})
 
     def save(self, staging: Path) -> tuple[dict[str, Any], bytes]:
         """Write this rank's model and optimizer shards into the checkpoint being staged (a

@@ -102,6 +102,47 @@ def test_exploitability_of_a_deterministic_policy_is_positive() -> None:
     assert kuhn_exploitability(AlwaysBet()) > 0.3
 
 
+class TextReader:
+    """Bets, or calls, exactly when its text says it holds the K: a policy read from the text
+    alone, as an LLM's is; it records the texts it was shown."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def action_probabilities(self, observation: dict) -> np.ndarray:
+        self.texts.append(observation["text"])
+        strong = "Your card: K." in observation["text"]
+        p = np.zeros(4)
+        if observation["action_mask"][1]:
+            p[1 if strong else 0] = 1.0  # bet with the K, else check
+        else:
+            p[2 if strong else 3] = 1.0  # call with the K, else fold
+        return p
+
+    def act(self, observation: dict) -> int:
+        return int(np.argmax(self.action_probabilities(observation)))
+
+
+@pytest.mark.parametrize("first_opener", [0, 1])
+@pytest.mark.parametrize("brief", [False, True])
+def test_the_policy_is_read_on_the_texts_the_agent_plays(first_opener: int, brief: bool) -> None:
+    reader = TextReader()
+    policy = kuhn_policy(reader, {"first_opener": first_opener, "brief_text": brief, "reward": "chips"})
+    assert len(reader.texts) == 12
+    openings = [t for t in reader.texts if "Betting this hand: none yet" in t]
+    assert len(openings) == 3
+    if brief:
+        assert not any("History:" in t or "Kuhn Poker" in t for t in reader.texts)
+    else:
+        assert all(f"You are Player {first_opener} " in t for t in openings)
+        assert all(f"Player {first_opener} opens the first hand" in t for t in reader.texts)
+    for card in range(3):  # every information set got the answer for its own card
+        assert policy[(True, card, ())][1] == (card == 2)
+        assert policy[(False, card, (1,))][2] == (card == 2)
+    default, player_1 = kuhn_policy(TextReader()), kuhn_policy(TextReader(), {"first_opener": 1})
+    assert all((default[key] == player_1[key]).all() for key in default)  # the env's default: Player 1 opens
+
+
 def test_exploitability_rejects_mass_on_illegal_actions() -> None:
     class Broken:
         def action_probabilities(self, observation: dict) -> np.ndarray:

@@ -161,3 +161,41 @@ def test_bad_variants_are_rejected() -> None:
 
 def test_action_names_are_the_protocol() -> None:
     assert ACTION_NAMES == ("[check]", "[bet]", "[call]", "[fold]")
+
+
+@pytest.mark.parametrize("deal", list(itertools.permutations(range(3), 2)))
+@pytest.mark.parametrize("sequence", SEQUENCES)
+@pytest.mark.parametrize("ante", [1, 2])
+def test_the_chips_reward_is_the_chips_won_over_the_most_a_player_can_win(deal: tuple[int, int], sequence: str, ante: int) -> None:
+    env = spiral_envs.env("KuhnPoker-v1", rounds=1, ante=ante, reward="chips")
+    env.reset(seed=0)
+    env.game_state.cards = list(deal)
+    for text in action_texts(sequence):
+        env.step(text)
+    chips = env.infos["player_0"]["chips"]
+    assert chips[0] == -chips[1] != 0
+    assert env.rewards == {"player_0": chips[0] / (ante + 1), "player_1": chips[1] / (ante + 1)}
+    assert all(abs(r) <= 1 for r in env.rewards.values())
+    outcome = "win" if chips[0] > 0 else "loss"
+    assert env.infos["player_0"]["outcome"] == outcome  # who won is still who has more chips
+
+
+def test_the_chips_reward_over_several_hands_and_its_rules_line() -> None:
+    env = spiral_envs.env("KuhnPoker-v1", rounds=3, reward="chips")
+    env.reset(seed=4)
+    rng = np.random.default_rng(0)
+    while not all(env.terminations.values()):
+        env.step(env.game_state.random_move(rng))
+    chips = env.infos["player_0"]["chips"]
+    assert env.rewards["player_0"] == pytest.approx(chips[0] / 6) and sum(env.rewards.values()) == 0
+    env.reset(seed=4)
+    text = env.observe(env.agent_selection)["text"]
+    assert "every chip counts" in text and "wins the game" not in text
+    default = spiral_envs.env("KuhnPoker-v1", rounds=3)
+    default.reset(seed=4)
+    assert "Whoever has won more chips after the last hand wins the game" in default.observe(default.agent_selection)["text"]
+
+
+def test_an_unknown_reward_is_refused() -> None:
+    with pytest.raises(ValueError, match="reward must be one of"):
+        spiral_envs.env("KuhnPoker-v1", reward="money")

@@ -329,3 +329,43 @@ def test_the_kl_reference_is_the_warm_started_policy_also_after_a_resume(tiny_qw
         resumed.resume(latest_checkpoint(tmp_path / "checkpoints"))
         reference = resumed.learners.workers[0].learner.reference.module.state_dict()
         assert all(torch.equal(reference[k], warmed[k]) for k in warmed)
+
+
+def test_a_moving_kl_reference_is_the_policy_of_its_last_move_also_after_a_resume(tiny_qwen3: Path, tmp_path: Path) -> None:
+    """``learner.kl_reference_every = 2``: the reference becomes the policy after steps 2 and
+    4; a run resumed from step 3 pulls toward step 2's policy again; files no checkpoint names
+    are pruned."""
+    from spiral_train.trainer import Trainer
+
+    overrides = opponent_run(
+        tiny_qwen3, tmp_path, '"self"', steps=4, **{"learner.kl_coef": 0.1, "learner.kl_reference_every": 2, "checkpoint.every": 1, "checkpoint.keep_last": 2}
+    )
+    with Trainer(load_config(None, overrides)) as trainer:
+        after: dict[int, dict[str, torch.Tensor]] = {}
+        step = trainer.step
+
+        def keep_policy() -> dict[str, float]:
+            metrics = step()
+            after[trainer.step_index] = {k: v.clone() for k, v in trainer.learners.workers[0].model.state_dict().items()}
+            return metrics
+
+        trainer.step = keep_policy
+        trainer.train(progress=False)
+        reference = trainer.learners.workers[0].learner.reference.module.state_dict()
+        assert all(torch.equal(reference[k], after[4][k]) for k in after[4])
+        assert set(trainer.frozen) == {"reference-000004"}
+        assert trainer.generators.workers[0].frozen() == []  # a reference, not an opponent
+    files = sorted(p.name for p in (tmp_path / "opponents").iterdir())
+    assert files == ["reference-000002.safetensors", "reference-000004.safetensors"]  # initial: no kept checkpoint (3, 4) names it
+    with Trainer(load_config(None, overrides)) as resumed:
+        resumed.resume(tmp_path / "checkpoints" / "step-000003")
+        reference = resumed.learners.workers[0].learner.reference.module.state_dict()
+        assert all(torch.equal(reference[k], after[2][k]) for k in after[2])
+        assert not all(torch.equal(reference[k], after[3][k]) for k in after[3])
+
+
+def test_a_moving_kl_reference_needs_the_kl_term_and_full_weights(tiny_qwen3: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="kl_reference_every: it moves"):
+        load_config(None, opponent_run(tiny_qwen3, tmp_path, '"self"', **{"learner.kl_reference_every": 2}))
+    with pytest.raises(ConfigError, match="adapters off"):
+        load_config(None, opponent_run(tiny_qwen3, tmp_path, '"self"', **{"learner.kl_coef": 0.1, "learner.kl_reference_every": 2, "model.lora_rank": 4}))

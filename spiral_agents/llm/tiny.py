@@ -75,8 +75,9 @@ def build_tokenizer(vocab_size: int = 2048, seed: int = 0):
     return fast
 
 
-def build_tiny_qwen3(path: str | Path, seed: int = 0, vocab_size: int = 2048) -> Path:
-    """Write tokenizer and randomly initialised weights (safetensors) to ``path``."""
+def build_tiny_qwen3(path: str | Path, seed: int = 0, vocab_size: int = 2048, initializer_range: float = 0.02) -> Path:
+    """Write tokenizer and randomly initialised weights (safetensors) to ``path``; the weights
+    are drawn with standard deviation ``initializer_range`` (Qwen3's 0.02 by default)."""
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig, Qwen3Config
 
@@ -96,6 +97,7 @@ def build_tiny_qwen3(path: str | Path, seed: int = 0, vocab_size: int = 2048) ->
         bos_token_id=None,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.pad_token_id,
+        initializer_range=initializer_range,
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -106,15 +108,17 @@ def build_tiny_qwen3(path: str | Path, seed: int = 0, vocab_size: int = 2048) ->
     path.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(path)
     model.save_pretrained(path, safe_serialization=True)
-    (path / "spiral_tiny.json").write_text(json.dumps({"seed": seed, "vocab_size": vocab_size}))
+    settings = {"seed": seed, "vocab_size": vocab_size, "initializer_range": initializer_range}
+    (path / "spiral_tiny.json").write_text(json.dumps(settings))
     return path
 
 
-def ensure_tiny_qwen3(path: str | Path, seed: int = 0) -> Path:
-    """Build the tiny model at ``path`` unless a complete one is already there."""
+def ensure_tiny_qwen3(path: str | Path, seed: int = 0, initializer_range: float = 0.02) -> Path:
+    """Build the tiny model at ``path`` unless a complete one is already there (that one is
+    used as it is, whatever its seed and initialisation)."""
     path = Path(path)
     if not (path / "spiral_tiny.json").exists():
-        build_tiny_qwen3(path, seed=seed)
+        build_tiny_qwen3(path, seed=seed, initializer_range=initializer_range)
     return path
 
 
@@ -122,8 +126,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", nargs="?", default="artifacts/tiny-qwen3")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--initializer-range", type=float, default=0.02)
     args = parser.parse_args()
-    print(f"tiny Qwen3 written to {build_tiny_qwen3(args.path, seed=args.seed)}")
+    print(f"tiny Qwen3 written to {build_tiny_qwen3(args.path, seed=args.seed, initializer_range=args.initializer_range)}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,11 @@ CARDS = ("J", "Q", "K")
 CHECK, BET, CALL, FOLD = range(4)
 ACTION_NAMES = ("[check]", "[bet]", "[call]", "[fold]")
 _VERBS = ("checks", "bets 1 chip", "calls", "folds")
+REWARDS = ("win", "chips")
+OBJECTIVES = {
+    "win": "Whoever has won more chips after the last hand wins the game; equal chips is a draw.",
+    "chips": "Your score is the chips you win or lose: every chip counts.",
+}
 # Legal actions after each betting history of a round (histories not listed are over).
 _LEGAL = {(): [CHECK, BET], (CHECK,): [CHECK, BET], (BET,): [CALL, FOLD], (CHECK, BET): [CALL, FOLD]}
 
@@ -29,6 +34,12 @@ class KuhnPoker(Game):
         rounds: hands played (default 5).
         ante: chips each player puts in the pot before every hand (default 1).
         first_opener: player who acts first in the first hand (default 1, as in SPIRAL).
+        reward: ``"win"`` (default, as in SPIRAL and TextArena): +1 / -1 / 0 for having won
+            more / fewer / as many chips as the opponent after the last hand; ``"chips"``: the
+            chips won, divided by ``rounds * (ante + 1)`` (the most a player can win) so that
+            it lies in [-1, 1]. Exploitability is measured in chips: with one hand and
+            ``"win"``, folding and calling with the lowest card both lose 1, so the game
+            trained is not the one measured (calling is never worse than folding).
     """
 
     id = "KuhnPoker-v1"
@@ -38,14 +49,16 @@ class KuhnPoker(Game):
     observation_high = 1.0
     legend = "P0 = player_0, P1 = player_1; chips = chips won so far; betting = this hand's actions"
 
-    def __init__(self, rounds: int = 5, ante: int = 1, first_opener: int = 1) -> None:
+    def __init__(self, rounds: int = 5, ante: int = 1, first_opener: int = 1, reward: str = "win") -> None:
         if not isinstance(rounds, int) or rounds < 1:
             raise ValueError(f"rounds must be a positive int, got {rounds!r}")
         if not isinstance(ante, int) or ante < 1:
             raise ValueError(f"ante must be a positive int, got {ante!r}")
         if first_opener not in (0, 1):
             raise ValueError(f"first_opener must be 0 or 1, got {first_opener!r}")
-        self.rounds, self.ante, self.first_opener = rounds, ante, first_opener
+        if reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+        self.rounds, self.ante, self.first_opener, self.reward = rounds, ante, first_opener, reward
         self.max_turns = 4 * rounds + 10
         self.chip_scale = float(rounds * (ante + 1))
 
@@ -61,8 +74,7 @@ class KuhnPoker(Game):
             "[check] (showdown) or [bet]; facing a bet a player may [call] (showdown) or "
             "[fold] (the bettor takes the pot). A bet or a call adds 1 chip to the pot. At a "
             "showdown the higher card takes the pot.\n"
-            "Whoever has won more chips after the last hand wins the game; equal chips is a "
-            "draw. Write your action in square brackets, e.g. [bet].\n"
+            f"{OBJECTIVES[self.reward]} Write your action in square brackets, e.g. [bet].\n"
         ).format(self.first_opener)
 
     def new_state(self, rng: np.random.Generator) -> KuhnPokerState:
@@ -144,6 +156,8 @@ class KuhnPokerState(GameState):
 
     def returns(self) -> tuple[float, float]:
         c0, c1 = self.chips
+        if self.game.reward == "chips":
+            return (c0 / self.game.chip_scale, c1 / self.game.chip_scale)
         return (0.0, 0.0) if c0 == c1 else ((1.0, -1.0) if c0 > c1 else (-1.0, 1.0))
 
     def details(self) -> dict[str, Any]:
