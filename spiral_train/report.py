@@ -1,7 +1,7 @@
 """The end of a run: a learning-curve PNG and a short summary of what changed.
 
 Four panels over policy steps: the exact Kuhn Poker exploitability (the policy's, and where
-the run logs them, its population's and the population average's), the win rates against
+the run logs them, its pool's average and the average of every snapshot taken), the win rates against
 the evaluation opponents with their Wilson 95 % intervals, the invalid-move rate of the
 self-play turns, and each role's mean return in self-play.
 """
@@ -24,8 +24,8 @@ CARD_BLIND_EXPLOITABILITY = 1 / 3
 
 EXPLOITABILITY_LINES = {
     "eval/kuhn_exploitability": "policy",
-    "eval/kuhn_exploitability_population": "population",
-    "eval/kuhn_exploitability_average": "population average",
+    "eval/kuhn_exploitability_population": "pool average",
+    "eval/kuhn_exploitability_average": "average of every snapshot",
 }
 """The exploitability metrics plotted, and their labels."""
 
@@ -91,7 +91,7 @@ def learning_curves(history: list[dict[str, Any]]) -> Figure:
         returns.plot([h["step"] for h in rows], [h[key] for h in rows], label=f"{match['game']} role {match['role']}")
     returns.axhline(0.0, color="black", linestyle=":", linewidth=0.8)
     returns.set_title("Mean return per role in self-play")
-    returns.set_ylabel("return per game (Kuhn Poker: chips per hand)")
+    returns.set_ylabel("return per game (the env's reward)")
     if return_keys:
         returns.legend()
 

@@ -266,25 +266,24 @@ def test_a_killed_async_run_resumes_replaying_the_games_in_flight_with_the_check
 
 
 @pytest.mark.slow
-def test_the_cpu_demo_one_step_off_policy_on_ray_still_learns(tiny_qwen3: Path, tmp_path: Path, ray_session: None) -> None:
-    """configs/cpu-demo.yaml with max_staleness = 1, one learner and one generator on Ray, 10
-    steps: the win rate against random rises out of its Wilson interval; the exact
-    exploitability does not rise (it stays at the warm start's 0.333, as in the synchronous demo:
-    it does not fall either)."""
+def test_the_cpu_demo_one_step_off_policy_on_ray_still_learns(tmp_path: Path, ray_session: None) -> None:
+    """configs/cpu-demo.yaml (its own tiny model, built here) with max_staleness = 1, one
+    learner and one generator on Ray, 10 steps: the exact exploitability falls well below its
+    value after the warm start, and the win rate against random rises out of its interval."""
     from spiral_train.config import load_config
     from spiral_train.trainer import Trainer
 
     overrides = {
-        "model.path": tiny_qwen3, "output_dir": tmp_path, "steps": 10, "tensorboard": "false", "max_staleness": 1,
+        "model.path": tmp_path / "tiny-demo", "output_dir": tmp_path / "run", "steps": 10, "tensorboard": "false", "max_staleness": 1,
         "cluster.address": "local", "cluster.gpus_per_learner": 0, "cluster.gpus_per_generator": 0, "cluster.cpus_per_worker": 1,
     }
     with Trainer(load_config("configs/cpu-demo.yaml", [f"{k}={v}" for k, v in overrides.items()])) as trainer:
         history = trainer.train(progress=False, log=lambda line: None)
     first, last = history[0], history[-1]
     assert first["step"] == 0 and last["step"] == 10
+    assert last["eval/kuhn_exploitability"] < first["eval/kuhn_exploitability"] - 0.1  # seen: 0.523 -> 0.27-0.30
     win = "eval/KuhnPoker-v1/vs_random/win_rate"
     assert last[win + "_low"] > first[win + "_high"]
-    assert last["eval/kuhn_exploitability"] <= first["eval/kuhn_exploitability"] + 1e-3  # seen: +2e-5
     steps = history[1:]
     assert all(m["policy_lag_max"] <= 1 and m["stale_samples_dropped"] == 0 for m in steps)
     assert sum(m["policy_lag_mean"] for m in steps) > 0  # trained one step off policy

@@ -52,8 +52,8 @@ def test_panels_have_units_reference_lines_and_every_curve() -> None:
     assert exploitability.get_ylabel() == "exploitability (chips per hand)"
     lines = _lines(exploitability)
     assert lines["policy"] == ([0, 5, 10], pytest.approx([0.4, 0.3, 0.2]))
-    assert lines["population"] == ([0, 5, 10], pytest.approx([0.3, 0.25, 0.2]))
-    assert lines["population average"] == ([0, 5, 10], pytest.approx([0.2, 0.15, 0.1]))
+    assert lines["pool average"] == ([0, 5, 10], pytest.approx([0.3, 0.25, 0.2]))
+    assert lines["average of every snapshot"] == ([0, 5, 10], pytest.approx([0.2, 0.15, 0.1]))
     assert set(lines["uniform random (0.458)"][1]) == {0.4583}
     assert set(lines["equilibrium (0)"][1]) == {0.0}
     assert set(lines["best card-blind play (0.333)"][1]) == {1 / 3}
@@ -65,7 +65,7 @@ def test_panels_have_units_reference_lines_and_every_curve() -> None:
     assert invalid.get_ylabel() == "invalid-move rate (share of turns)"
     assert _lines(invalid)["self-play"] == (list(range(1, 11)), pytest.approx([0.5 / step for step in range(1, 11)]))
 
-    assert "chips per hand" in returns.get_ylabel()
+    assert returns.get_ylabel() == "return per game (the env's reward)"
     role_lines = _lines(returns)
     assert role_lines["KuhnPoker-v1 role 0"] == (list(range(1, 11)), pytest.approx([0.1 * step for step in range(1, 11)]))
     assert role_lines["KuhnPoker-v1 role 1"][1][-1] == pytest.approx(-1.0)
@@ -84,6 +84,6 @@ def test_summary_names_each_change_and_the_png_is_written(tmp_path: Path) -> Non
 
     assert (tmp_path / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Kuhn Poker exploitability (policy): 0.400 at step 0 -> 0.200 at step 10" in text
-    assert "Kuhn Poker exploitability (population average): 0.200 at step 0 -> 0.100 at step 10" in text
+    assert "Kuhn Poker exploitability (average of every snapshot): 0.200 at step 0 -> 0.100 at step 10" in text
     assert "KuhnPoker-v1/vs_random: win rate 0.500 [0.400, 0.600] -> 0.500 [0.400, 0.600]" in text
     assert "Invalid-move rate in self-play: 0.500 at step 1 -> 0.050 at step 10" in text
