@@ -198,7 +198,7 @@ def test_print_config_prints_the_resolved_tree(capsys: pytest.CaptureFixture, tm
     text = capsys.readouterr().out
     printed = yaml.safe_load(text)
     demo = yaml.safe_load((ROOT / "configs/cpu-demo.yaml").read_text())
-    assert printed["steps"] == 3 and printed["games"][0]["env_kwargs"] == {"rounds": 2}
+    assert printed["steps"] == 3 and printed["games"][0]["env_kwargs"] == {**demo["games"][0]["env_kwargs"], "rounds": 2}
     assert printed["learner"]["learning_rate"] == demo["learner"]["learning_rate"] and printed["checkpoint"]["keep_last"] == 3
     (tmp_path / "printed.yaml").write_text(text)
     assert load_config(tmp_path / "printed.yaml") == load_config(ROOT / "configs/cpu-demo.yaml", overrides)
