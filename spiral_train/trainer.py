@@ -296,11 +296,12 @@ class Trainer:
             self._move_reference()
 
     def _move_reference(self) -> None:
-        """The current policy becomes the KL reference, kept as a snapshot file for resume;
-        the reference before it is no longer the live run's (pruned once no checkpoint names it)."""
+        """The current policy becomes the KL reference (in memory), kept as a snapshot file for
+        resume; the reference before it is no longer the live run's (pruned once no checkpoint
+        names it)."""
         name = reference_name(self.step_index)
         self._snapshot(name)
-        self.learners.call("reference_from", snapshot_path(self.output, name), self.frozen[name])
+        self.learners.call("reference_from_policy")
         for old in [n for n in self.frozen if n != name and (n.startswith(REFERENCE_PREFIX) or (n == INITIAL and not self._served(n)))]:
             del self.frozen[old]
 

@@ -263,9 +263,13 @@ class LearnerWorker:
         games = [g.id for g in config.games]
         seed = seeds.derived_seed(config.seed, seeds.WARM_START)
         loss = warm_start(self.model, self.tokenizer, policy_template(config), games, [g.env_kwargs for g in config.games], w.steps, w.batch_size, w.learning_rate, seed, ranks=self.world_size, dirichlet=w.dirichlet_alpha if w.targets == "random_policy" else None)
-        if self.learner.reference is not None:  # KL toward the warm-started policy, not the untrained one
-            self.learner.reference.start_from(self._full_state())
+        self.reference_from_policy()  # KL toward the warm-started policy, not the untrained one
         return loss
+
+    def reference_from_policy(self) -> None:
+        """The KL reference becomes the current policy (a collective when sharded)."""
+        if self.learner.reference is not None:
+            self.learner.reference.start_from(self._full_state())
 
     def reference_from(self, path: Path, sha256: str) -> None:
         """A resumed run's KL reference: the warm-started policy from its snapshot file."""
